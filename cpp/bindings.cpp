@@ -1,0 +1,9 @@
+// The extension module reasonless._core. Each component registers its functions from its own
+// bind_*.cpp, where arguments are checked once before the tight loops run without the GIL.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "reasonless compiled core: A* search, trace verification, tokenization";
+}

@@ -1,0 +1,1 @@
+"""Triton kernels of reasonless (installed as reasonless.kernels): attention for training and sampling."""

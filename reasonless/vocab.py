@@ -1,0 +1,95 @@
+"""Vocabulary and text format of maze sequences (DESIGN §4).
+
+For an R×C grid the token ids are laid out as::
+
+    0..3          <|pad|> <|unk|> <|bos|> <|eos|>
+    4..13         query start goal wall reasoning create close solution plan end
+    14..14+M-1    coordinates 0 .. M-1, M = max(R, C)
+    14+M..        costs c0 .. c(R·C-1)
+
+which gives 944 tokens at 30×30, as in the paper. The C++ tokenizer and verifier compute the
+same ids from (rows, cols) with the formulas of :class:`Vocab`; the tests hold the two together.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+SPECIALS = ("<|pad|>", "<|unk|>", "<|bos|>", "<|eos|>")
+KEYWORDS = ("query", "start", "goal", "wall", "reasoning", "create", "close", "solution", "plan", "end")
+PAD, UNK, BOS, EOS = range(4)
+QUERY, START, GOAL, WALL, REASONING, CREATE, CLOSE, SOLUTION, PLAN, END = range(4, 14)
+FIRST_COORD = 14
+MIN_SIDE, MAX_SIDE = 4, 64
+
+
+def check_grid_size(rows: int, cols: int) -> None:
+    for name, side in (("rows", rows), ("cols", cols)):
+        if not isinstance(side, (int, np.integer)) or not MIN_SIDE <= side <= MAX_SIDE:
+            raise ValueError(f"{name}={side!r}: grid sides must be integers from {MIN_SIDE} to {MAX_SIDE}")
+
+
+class Vocab:
+    """Token ids ↔ words for one grid size."""
+
+    def __init__(self, rows: int, cols: int):
+        check_grid_size(rows, cols)
+        self.rows, self.cols = int(rows), int(cols)
+        self.n_coords = max(self.rows, self.cols)
+        self.n_costs = self.rows * self.cols
+        self.first_cost = FIRST_COORD + self.n_coords
+        self.words: tuple[str, ...] = (
+            SPECIALS + KEYWORDS + tuple(str(i) for i in range(self.n_coords))
+            + tuple(f"c{i}" for i in range(self.n_costs))
+        )
+        self.ids: dict[str, int] = {w: i for i, w in enumerate(self.words)}
+        self._word_array = np.array(self.words, dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __repr__(self) -> str:
+        return f"Vocab(rows={self.rows}, cols={self.cols}, size={len(self)})"
+
+    def coord(self, value: int) -> int:
+        if not 0 <= value < self.n_coords:
+            raise ValueError(f"coordinate {value} outside 0..{self.n_coords - 1}")
+        return FIRST_COORD + value
+
+    def cost(self, value: int) -> int:
+        if not 0 <= value < self.n_costs:
+            raise ValueError(f"cost c{value} outside c0..c{self.n_costs - 1}")
+        return self.first_cost + value
+
+    def is_coord(self, token: int) -> bool:
+        return FIRST_COORD <= token < self.first_cost
+
+    def is_cost(self, token: int) -> bool:
+        return self.first_cost <= token < len(self.words)
+
+    def encode(self, text: str, *, strict: bool = True) -> np.ndarray:
+        """Words separated by whitespace → uint16 ids. Unknown words raise, or map to <|unk|>."""
+        ids = self.ids
+        if strict:
+            try:
+                return np.fromiter((ids[w] for w in text.split()), dtype=np.uint16)
+            except KeyError as err:
+                raise ValueError(f"unknown token {err.args[0]!r} for a {self.rows}x{self.cols} vocabulary") from None
+        return np.fromiter((ids.get(w, UNK) for w in text.split()), dtype=np.uint16)
+
+    def decode(self, tokens) -> str:
+        """uint ids → words joined by single spaces. Out-of-range ids raise."""
+        arr = np.asarray(tokens, dtype=np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() >= len(self.words)):
+            bad = arr[(arr < 0) | (arr >= len(self.words))][0]
+            raise ValueError(f"token id {bad} outside this {len(self.words)}-token vocabulary")
+        return " ".join(self._word_array[arr].tolist())
+
+    def to_json(self) -> dict:
+        return {"rows": self.rows, "cols": self.cols, "size": len(self), "layout": "specials+keywords+coords+costs"}
+
+
+@lru_cache(maxsize=None)
+def vocab_for(rows: int, cols: int) -> Vocab:
+    return Vocab(rows, cols)
