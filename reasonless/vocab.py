@@ -93,3 +93,72 @@ class Vocab:
 @lru_cache(maxsize=None)
 def vocab_for(rows: int, cols: int) -> Vocab:
     return Vocab(rows, cols)
+
+
+CLOSE_BIT = 0x8000  # column 0 of an operation row is cell | CLOSE_BIT for `close`, the bare cell for `create`
+
+
+def parse_sequence(vocab: Vocab, ids: np.ndarray):
+    """Parses one complete paper-format sequence (optionally wrapped in <|bos|> … <|eos|>).
+
+    Returns (walls uint8[R*C], start (x, y), goal (x, y), ops uint16[M, 3], plan uint16[P]) with the operation and
+    plan encodings of the corpus. Raises ValueError saying what is malformed. This is the strict reader used to
+    import data; judging model outputs, which may be arbitrary, is the verifier's job.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size and ids[0] == BOS:
+        ids = ids[1:]
+    if ids.size and ids[-1] == EOS:
+        ids = ids[:-1]
+    rows, cols = vocab.rows, vocab.cols
+
+    def coords(xs: np.ndarray, ys: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+        if not (np.all((xs >= FIRST_COORD) & (xs < vocab.first_cost)) and np.all((ys >= FIRST_COORD) & (ys < vocab.first_cost))):
+            raise ValueError(f"{what}: expected coordinates after the keyword")
+        x, y = xs - FIRST_COORD, ys - FIRST_COORD
+        bad = (x >= cols) | (y >= rows)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"{what}: cell ({x[i]}, {y[i]}) outside the {rows}x{cols} grid")
+        return x, y
+
+    where = np.flatnonzero(ids == REASONING)
+    if where.size != 1:
+        raise ValueError(f"expected exactly one 'reasoning' token, found {where.size}")
+    r = int(where[0])
+    if r < 7 or ids[0] != QUERY or ids[1] != START or ids[4] != GOAL:
+        raise ValueError("the prompt must begin 'query start X Y goal X Y'")
+    (sx, gx), (sy, gy) = coords(ids[[2, 5]], ids[[3, 6]], "start/goal")
+    wall_part = ids[7:r]
+    if wall_part.size % 3 or np.any(wall_part[0::3] != WALL):
+        raise ValueError("the prompt after the goal must be 'wall X Y' triples")
+    wx, wy = coords(wall_part[1::3], wall_part[2::3], "wall")
+    walls = np.zeros(rows * cols, dtype=np.uint8)
+    walls[wy * cols + wx] = 1
+
+    where = np.flatnonzero(ids == SOLUTION)
+    if where.size != 1 or where[0] < r:
+        raise ValueError(f"expected exactly one 'solution' after 'reasoning', found {where.size}")
+    s = int(where[0])
+    op_part = ids[r + 1:s]
+    if op_part.size % 5:
+        raise ValueError("the reasoning must be 'create|close X Y cG cH' operations")
+    kinds = op_part[0::5]
+    if np.any((kinds != CREATE) & (kinds != CLOSE)):
+        raise ValueError("the reasoning must be 'create|close X Y cG cH' operations")
+    ox, oy = coords(op_part[1::5], op_part[2::5], "operation")
+    costs = np.stack([op_part[3::5], op_part[4::5]], axis=1) - vocab.first_cost
+    if np.any(costs < 0):
+        raise ValueError("operation costs must be cost tokens c<int>")
+    ops = np.empty((kinds.size, 3), dtype=np.uint16)
+    ops[:, 0] = (oy * cols + ox) | np.where(kinds == CLOSE, CLOSE_BIT, 0)
+    ops[:, 1:] = costs
+
+    if ids[-1] != END:
+        raise ValueError("the sequence must end with 'end'")
+    plan_part = ids[s + 1:-1]
+    if plan_part.size == 0 or plan_part.size % 3 or np.any(plan_part[0::3] != PLAN):
+        raise ValueError("the solution must be one or more 'plan X Y' triples followed by 'end'")
+    px, py = coords(plan_part[1::3], plan_part[2::3], "plan")
+    plan = (py * cols + px).astype(np.uint16)
+    return walls, (int(sx), int(sy)), (int(gx), int(gy)), ops, plan

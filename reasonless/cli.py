@@ -1,0 +1,184 @@
+"""The `reasonless` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+
+DESCRIPTION = """\
+Maze path-finding problems with A* reasoning traces: generate corpora, import and export the paper's JSONL
+format, inspect lengths, verify traces.
+
+typical use:
+  reasonless generate --generator wilson --count 100000 --out data/wilson30
+  reasonless stats data/wilson30
+  reasonless export data/wilson30 --format tokens --out data/wilson30-correct
+"""
+
+GENERATE_EPILOG = """\
+generators (parameters with defaults):
+  wilson              perfect maze, uniform spanning tree (loop-erased random walks)
+  kruskal             perfect maze, randomized Kruskal
+  dfs                 perfect maze, recursive backtracking (long corridors)
+  drunkards_walk      open cave carved by a random walk          coverage=0.5
+  searchformer        random walls, long plans                   wall_min=0.3 wall_max=0.5 min_plan=max(rows,cols)
+  cellular_automata   caves by birth/survival rules              fill=0.45 survive=4 birth=5 iterations=3
+
+Every instance is a pure function of (generator, parameters, grid, seed, instance index): the output is the same
+whatever --threads and however the range is split with --shard. Re-running an interrupted command resumes at the
+first missing shard. To spread one corpus over machines, run part K of N on each (--shard K/N, K from 0, same
+--out or separate ones) and then `reasonless merge`.
+"""
+
+
+def _params(pairs: list[str]) -> dict:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param {pair!r}: expected KEY=VALUE")
+        params[key] = value
+    return params
+
+
+def _command() -> str:
+    return "reasonless " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def cmd_generate(args) -> None:
+    from .corpus import generate
+
+    t0 = time.perf_counter()
+    corpus = generate(args.out, args.generator, args.count, rows=args.rows, cols=args.cols, seed=args.seed,
+                      params=_params(args.param), tie_break=args.tie_break, threads=args.threads,
+                      shard=args.shard, shard_size=args.shard_size, progress=not args.quiet, command=_command())
+    if corpus is not None:
+        dt = time.perf_counter() - t0
+        print(f"{args.out}: {len(corpus):,} examples ({args.generator} {args.rows}x{args.cols}, seed {args.seed}) "
+              f"in {dt:.1f}s")
+
+
+def cmd_merge(args) -> None:
+    from .corpus import merge
+
+    corpus = merge(args.inputs, args.out, command=_command())
+    print(f"{args.out}: merged {len(corpus.shards)} shards, {len(corpus):,} examples")
+
+
+def cmd_export(args) -> None:
+    from .corpus import Corpus
+    from .interchange import export_jsonl, export_tokens
+
+    corpus = Corpus(args.corpus)
+    if args.format == "jsonl":
+        n = export_jsonl(corpus, args.out, args.arm, args.threads, progress=not args.quiet)
+        print(f"{args.out}: {n:,} lines ({args.arm} arm)")
+    else:
+        meta = export_tokens(corpus, args.out, args.arm, args.threads, progress=not args.quiet)
+        print(f"{args.out}: {meta['examples']:,} sequences, {meta['tokens']:,} tokens ({args.arm} arm)")
+
+
+def cmd_import(args) -> None:
+    from .interchange import import_jsonl
+
+    report = import_jsonl(args.file, args.out, rows=args.rows, cols=args.cols, tie_break=args.tie_break,
+                          skip_invalid=args.skip_invalid, threads=args.threads, progress=not args.quiet,
+                          command=_command())
+    print(report.summary())
+
+
+def cmd_stats(args) -> None:
+    from .corpus import Corpus
+    from .stats import describe, format_table
+
+    summary = describe(Corpus(args.corpus), args.arm)
+    print(json.dumps(summary, indent=1) if args.json else format_table(summary))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="reasonless", description=DESCRIPTION, formatter_class=fmt)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    g = sub.add_parser("generate", help="generate mazes, solve them with A*, write a corpus",
+                       description="Generate maze problems, solve them with A* and write a sharded corpus.",
+                       epilog=GENERATE_EPILOG, formatter_class=fmt)
+    g.add_argument("--generator", required=True, help="maze generator (see below)")
+    g.add_argument("--count", type=int, required=True, help="number of problems")
+    g.add_argument("--rows", type=int, default=30, help="grid rows, 4..64 (default 30)")
+    g.add_argument("--cols", type=int, default=30, help="grid columns, 4..64 (default 30)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the corpus (default 0)")
+    g.add_argument("--out", required=True, help="corpus directory to write (or resume)")
+    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="generator parameter, repeatable (e.g. --param coverage=0.6)")
+    g.add_argument("--tie-break", default="fifo", choices=["fifo", "min_g", "max_g", "lifo", "random"],
+                   help="A* order among equal f (default fifo, which reproduces the paper's datasets)")
+    g.add_argument("--threads", type=int, default=0, help="worker threads (default: all cores)")
+    g.add_argument("--shard", metavar="K/N", help="make only part K of N of the shards (K from 0)")
+    g.add_argument("--shard-size", type=int, default=100_000, help="examples per shard file (default 100000)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=cmd_generate)
+
+    m = sub.add_parser("merge", help="merge the parts of a sharded run into one corpus",
+                       description="Merge directories holding the shards of one corpus (made with --shard K/N) "
+                                   "into a new complete corpus. Checksums are verified.")
+    m.add_argument("inputs", nargs="+", help="directories holding shards")
+    m.add_argument("--out", required=True, help="new corpus directory")
+    m.set_defaults(func=cmd_merge)
+
+    e = sub.add_parser("export", help="write a corpus as paper-format JSONL or as training token streams",
+                       description="jsonl: one {\"text\": …} line per example, the paper's format. tokens: a "
+                                   "directory with tokens.npy (uint16), offsets.npy (int64), prompt_lengths.npy "
+                                   "(int32) and meta.json; each sequence is <|bos|> text <|eos|>.")
+    e.add_argument("corpus", help="corpus directory")
+    e.add_argument("--format", required=True, choices=["jsonl", "tokens"])
+    e.add_argument("--out", required=True, help="output file (jsonl) or directory (tokens)")
+    e.add_argument("--arm", default="correct", choices=["correct", "none"],
+                   help="correct: with the A* trace; none: solution only (default correct)")
+    e.add_argument("--threads", type=int, default=0)
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_export)
+
+    i = sub.add_parser("import", help="import paper-format JSONL, re-solve with our A*, compare traces",
+                       description="Read paper-format JSONL (as written by the public JavaScript and Rust "
+                                   "generators), store the problems as a corpus with our A* traces, and report how "
+                                   "many stored traces equal ours. A line's rows/cols fields win over the flags.")
+    i.add_argument("file", help="JSONL file")
+    i.add_argument("--out", required=True, help="new corpus directory")
+    i.add_argument("--rows", type=int, default=30, help="grid rows when a line has no rows field (default 30)")
+    i.add_argument("--cols", type=int, default=30, help="grid columns when a line has no cols field (default 30)")
+    i.add_argument("--tie-break", default="fifo", choices=["fifo", "min_g", "max_g", "lifo", "random"])
+    i.add_argument("--skip-invalid", action="store_true",
+                   help="skip malformed or unsolvable lines (reported) instead of stopping at the first")
+    i.add_argument("--threads", type=int, default=0)
+    i.add_argument("--quiet", action="store_true")
+    i.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("stats", help="token-length and search-effort distributions of a corpus",
+                       description="mean, median, p95, max and min of prompt, trace, plan and total tokens, "
+                                   "operations and plan lengths: what you need to pick a context length.")
+    s.add_argument("corpus", help="corpus directory")
+    s.add_argument("--arm", default="correct", choices=["correct", "none"])
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=cmd_stats)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"reasonless {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nreasonless {args.command}: interrupted; nothing half-written was left in place "
+              f"(re-run the same command to resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Length statistics of a corpus, to choose a context length: tokens of prompt, trace, plan and the whole sequence."""
+from __future__ import annotations
+
+import numpy as np
+
+from .corpus import STATS_COLUMNS, Corpus
+
+QUANTITIES = ("prompt_tokens", "trace_tokens", "plan_tokens", "total_tokens", "operations", "closes", "plan_cells",
+              "walls")
+
+
+def sequence_lengths(stats: np.ndarray, arm: str = "correct") -> dict[str, np.ndarray]:
+    """Token counts per example from the stored per-example statistics (walls, operations, closes, plan cells).
+
+    A sequence is <|bos|> query start X Y goal X Y (wall X Y)* reasoning (op X Y cG cH)* solution (plan X Y)* end
+    <|eos|>; the trace of the `none` arm is empty.
+    """
+    col = {name: stats[:, i].astype(np.int64) for i, name in enumerate(STATS_COLUMNS)}
+    prompt = 8 + 3 * col["walls"]
+    trace = 5 * col["ops"] if arm == "correct" else np.zeros_like(col["ops"])
+    plan = 3 * col["plan"]
+    return {"prompt_tokens": prompt, "trace_tokens": trace, "plan_tokens": plan,
+            "total_tokens": prompt + 1 + trace + 1 + plan + 2, "operations": col["ops"], "closes": col["closes"],
+            "plan_cells": col["plan"], "walls": col["walls"]}
+
+
+def describe(corpus: Corpus, arm: str = "correct") -> dict:
+    """mean, median, p95, max (and min) of every quantity in QUANTITIES."""
+    lengths = sequence_lengths(corpus.column("stats"), arm)
+    out = {"examples": len(corpus), "arm": arm, "rows": corpus.rows, "cols": corpus.cols}
+    for name in QUANTITIES:
+        v = lengths[name]
+        out[name] = {"mean": float(v.mean()), "median": float(np.median(v)), "p95": float(np.percentile(v, 95)),
+                     "max": int(v.max()), "min": int(v.min())}
+    return out
+
+
+def format_table(summary: dict) -> str:
+    head = f"{summary['examples']:,} examples, {summary['rows']}x{summary['cols']}, arm {summary['arm']}"
+    lines = [head, f"{'':<15}{'mean':>10}{'median':>10}{'p95':>10}{'max':>10}{'min':>10}"]
+    for name in QUANTITIES:
+        s = summary[name]
+        lines.append(f"{name:<15}{s['mean']:>10.1f}{s['median']:>10.1f}{s['p95']:>10.1f}{s['max']:>10}{s['min']:>10}")
+    return "\n".join(lines)
