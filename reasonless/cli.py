@@ -43,17 +43,13 @@ def _params(pairs: list[str]) -> dict:
     return params
 
 
-def _command() -> str:
-    return "reasonless " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
 def cmd_generate(args) -> None:
     from .corpus import generate
 
     t0 = time.perf_counter()
     corpus = generate(args.out, args.generator, args.count, rows=args.rows, cols=args.cols, seed=args.seed,
                       params=_params(args.param), tie_break=args.tie_break, threads=args.threads,
-                      shard=args.shard, shard_size=args.shard_size, progress=not args.quiet, command=_command())
+                      shard=args.shard, shard_size=args.shard_size, progress=not args.quiet, command=args.command_line)
     if corpus is not None:
         dt = time.perf_counter() - t0
         print(f"{args.out}: {len(corpus):,} examples ({args.generator} {args.rows}x{args.cols}, seed {args.seed}) "
@@ -63,7 +59,7 @@ def cmd_generate(args) -> None:
 def cmd_merge(args) -> None:
     from .corpus import merge
 
-    corpus = merge(args.inputs, args.out, command=_command())
+    corpus = merge(args.inputs, args.out, command=args.command_line)
     print(f"{args.out}: merged {len(corpus.shards)} shards, {len(corpus):,} examples")
 
 
@@ -85,7 +81,7 @@ def cmd_import(args) -> None:
 
     report = import_jsonl(args.file, args.out, rows=args.rows, cols=args.cols, tie_break=args.tie_break,
                           skip_invalid=args.skip_invalid, threads=args.threads, progress=not args.quiet,
-                          command=_command())
+                          command=args.command_line)
     print(report.summary())
 
 
@@ -167,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.command_line = "reasonless " + " ".join(shlex.quote(a) for a in argv)  # recorded in manifests
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as err:
