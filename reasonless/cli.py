@@ -7,6 +7,8 @@ import shlex
 import sys
 import time
 
+from .corpus import DEFAULT_SHARD_SIZE, TIE_BREAKS
+
 DESCRIPTION = """\
 Maze path-finding problems with A* reasoning traces: generate corpora, import and export the paper's JSONL
 format, inspect lengths, verify traces.
@@ -109,11 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="corpus directory to write (or resume)")
     g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="generator parameter, repeatable (e.g. --param coverage=0.6)")
-    g.add_argument("--tie-break", default="fifo", choices=["fifo", "min_g", "max_g", "lifo", "random"],
+    g.add_argument("--tie-break", default="fifo", choices=TIE_BREAKS,
                    help="A* order among equal f (default fifo, which reproduces the paper's datasets)")
     g.add_argument("--threads", type=int, default=0, help="worker threads (default: all cores)")
     g.add_argument("--shard", metavar="K/N", help="make only part K of N of the shards (K from 0)")
-    g.add_argument("--shard-size", type=int, default=100_000, help="examples per shard file (default 100000)")
+    g.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
+                   help=f"examples per shard directory (default {DEFAULT_SHARD_SIZE})")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
 
@@ -145,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="new corpus directory")
     i.add_argument("--rows", type=int, default=30, help="grid rows when a line has no rows field (default 30)")
     i.add_argument("--cols", type=int, default=30, help="grid columns when a line has no cols field (default 30)")
-    i.add_argument("--tie-break", default="fifo", choices=["fifo", "min_g", "max_g", "lifo", "random"])
+    i.add_argument("--tie-break", default="fifo", choices=TIE_BREAKS)
     i.add_argument("--skip-invalid", action="store_true",
                    help="skip malformed or unsolvable lines (reported) instead of stopping at the first")
     i.add_argument("--threads", type=int, default=0)

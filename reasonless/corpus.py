@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,7 @@ FORMAT_VERSION = 1
 SHARD_FILES = ("walls", "start", "goal", "maze_hash", "ops", "ops_offsets", "plan", "plan_offsets", "stats")
 STATS_COLUMNS = ("walls", "ops", "closes", "plan")
 TIE_BREAKS = ("fifo", "min_g", "max_g", "lifo", "random")
-DEFAULT_SHARD_SIZE = 100_000
+DEFAULT_SHARD_SIZE = 50_000
 
 
 def shard_name(index: int) -> str:
@@ -363,15 +364,25 @@ def generate(out: str | os.PathLike, generator: str, count: int, rows: int = 30,
 
     total = sum(min(shard_size, count - i * shard_size) for i in todo)
     bar = Progress(total, enabled=progress)
-    for i in todo:
-        first = i * shard_size
-        n = min(shard_size, count - first)
-        walls, start, goal = mazes.generate_mazes(generator, rows, cols, seed, first, n, full_params,
-                                                  threads=threads or None)
-        hashes = mazes.layout_hash(walls, rows, cols)
-        batch = solve(walls, rows, cols, start, goal, hashes, first, tie_break, seed, threads)
-        done[i] = write_shard(out, i, batch, key)
-        bar.update(n)
+    # One thread writes shard i (packing, hashing, disk) while the cores make shard i + 1.
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        writing = None
+        for i in todo:
+            first = i * shard_size
+            n = min(shard_size, count - first)
+            walls, start, goal = mazes.generate_mazes(generator, rows, cols, seed, first, n, full_params,
+                                                      threads=threads or None)
+            hashes = mazes.layout_hash(walls, rows, cols)
+            batch = solve(walls, rows, cols, start, goal, hashes, first, tie_break, seed, threads)
+            if writing is not None:
+                entry = writing.result()
+                done[entry["index"]] = entry
+                bar.update(entry["count"])
+            writing = writer.submit(write_shard, out, i, batch, key)
+        if writing is not None:
+            entry = writing.result()
+            done[entry["index"]] = entry
+            bar.update(entry["count"])
     bar.close()
 
     if len(done) < n_shards:
