@@ -140,6 +140,10 @@ class Shard:
             return self._arrays[name]
         raise AttributeError(name)
 
+    def release(self) -> None:
+        """Drops the memory maps, so that a pass over a large corpus keeps one shard resident at a time."""
+        self._arrays.clear()
+
     def batch(self, lo: int = 0, hi: int | None = None) -> Batch:
         """Examples [lo, hi) of this shard (shard-local positions) read into memory."""
         hi = self.count if hi is None else hi
@@ -285,10 +289,15 @@ class Corpus:
                 b.first = first + lo
                 yield b
             first += shard.count
+            shard.release()
 
     def column(self, name: str) -> np.ndarray:
         """One per-example array over the whole corpus: start, goal, maze_hash or stats."""
-        return np.concatenate([np.asarray(getattr(s, name)) for s in self.shards])
+        parts = []
+        for s in self.shards:
+            parts.append(np.array(getattr(s, name)))
+            s.release()
+        return np.concatenate(parts)
 
     def verify_checksums(self) -> None:
         for s in self.shards:

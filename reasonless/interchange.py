@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 from .atomic import atomic_dir, atomic_file
 from .corpus import DEFAULT_SHARD_SIZE, TIE_BREAKS, Corpus, solve, write_manifest, write_shard
 from .progress import Progress
+from .stats import sequence_lengths
 from .vocab import check_grid_size, parse_sequence, vocab_for
 
 ARMS = ("correct", "none")
@@ -58,14 +60,18 @@ def export_tokens(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", 
 
     _check_arm(arm)
     n = len(corpus)
-    lengths = np.empty(n, dtype=np.int64)
-    prompts = np.empty(n, dtype=np.int32)
-    for b in corpus.batches(EXPORT_BATCH * 5):
-        i = b.first
-        lengths[i:i + len(b)], prompts[i:i + len(b)] = _core.token_lengths(
-            b.walls, b.rows, b.cols, b.ops_offsets, b.plan_offsets, arm, threads)
+    # Lengths come from the stored per-example counts, shard by shard to bound memory; tokenize_into re-derives
+    # each span and refuses a mismatch.
     offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    prompts = np.empty(n, dtype=np.int32)
+    first = 0
+    for shard in corpus.shards:
+        lengths = sequence_lengths(np.asarray(shard.stats), arm)
+        np.cumsum(lengths["total_tokens"], out=offsets[first + 1:first + shard.count + 1])
+        offsets[first + 1:first + shard.count + 1] += offsets[first]
+        prompts[first:first + shard.count] = lengths["prompt_tokens"]
+        first += shard.count
+        shard.release()
     total = int(offsets[-1])
     meta = {"format": "reasonless-tokens", "format_version": 1, "arm": arm, "rows": corpus.rows, "cols": corpus.cols,
             "vocab": corpus.vocab.to_json(), "examples": n, "tokens": total,
@@ -75,13 +81,24 @@ def export_tokens(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", 
     with atomic_dir(Path(out)) as tmp:
         with open(tmp / "tokens.npy", "wb") as f:
             np.lib.format.write_array_header_2_0(f, {"descr": "<u2", "fortran_order": False, "shape": (total,)})
-            for b in corpus.batches(EXPORT_BATCH):
-                chunk = np.empty(int(offsets[b.first + len(b)] - offsets[b.first]), dtype=np.uint16)
-                _core.tokenize_into(b.walls, b.rows, b.cols, b.start, b.goal, b.ops, b.ops_offsets, b.plan,
-                                    b.plan_offsets, chunk, offsets[b.first:b.first + len(b) + 1] - offsets[b.first],
-                                    arm, threads)
-                f.write(chunk.data)
-                bar.update(len(b))
+            # Two buffers, reused: one is written to disk by a thread while the other is filled (fresh arrays
+            # would cost as much in first-touch page faults as the tokenizing itself).
+            buffers = [np.empty(0, dtype=np.uint16), np.empty(0, dtype=np.uint16)]
+            with ThreadPoolExecutor(max_workers=1) as writer:
+                writing = None
+                for k, b in enumerate(corpus.batches(EXPORT_BATCH)):
+                    spans = offsets[b.first:b.first + len(b) + 1] - offsets[b.first]
+                    if len(buffers[k % 2]) < spans[-1]:
+                        buffers[k % 2] = np.empty(int(spans[-1] * 1.25), dtype=np.uint16)
+                    buffer = buffers[k % 2]
+                    _core.tokenize_into(b.walls, b.rows, b.cols, b.start, b.goal, b.ops, b.ops_offsets, b.plan,
+                                        b.plan_offsets, buffer, spans, arm, threads)
+                    if writing is not None:
+                        writing.result()
+                    writing = writer.submit(f.write, buffer[:spans[-1]].data)
+                    bar.update(len(b))
+                if writing is not None:
+                    writing.result()
         np.save(tmp / "offsets.npy", offsets)
         np.save(tmp / "prompt_lengths.npy", prompts)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
