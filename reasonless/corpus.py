@@ -14,7 +14,7 @@ Layout of a corpus directory::
         ops_offsets.npy      int64 (n+1,)
         plan.npy             uint16 (p,): plan cells, start first; empty when the maze has no path
         plan_offsets.npy     int64 (n+1,)
-        stats.npy            int32 (n, 4): walls, operations, closes, plan cells
+        stats.npy            int32 (n, 3): walls, operations, plan cells
 
 A shard holds the instances [first, first + n) of the corpus; instance i is a pure function of the corpus key
 (generator, params, grid, seed, tie-break), so any shard can be made alone, on any machine, and merged.
@@ -40,7 +40,7 @@ from .vocab import CLOSE_BIT, Vocab, check_grid_size, vocab_for
 FORMAT = "reasonless-corpus"
 FORMAT_VERSION = 1
 SHARD_FILES = ("walls", "start", "goal", "maze_hash", "ops", "ops_offsets", "plan", "plan_offsets", "stats")
-STATS_COLUMNS = ("walls", "ops", "closes", "plan")
+STATS_COLUMNS = ("walls", "ops", "plan")
 TIE_BREAKS = ("fifo", "min_g", "max_g", "lifo", "random")
 DEFAULT_SHARD_SIZE = 50_000
 
@@ -70,12 +70,9 @@ class Batch:
         return len(self.start)
 
     def stats(self) -> np.ndarray:
-        n_ops = np.diff(self.ops_offsets)
-        closes = (self.ops[:, 0] & CLOSE_BIT) != 0
-        close_counts = np.add.reduceat(closes.astype(np.int64), self.ops_offsets[:-1]) if len(self.ops) else np.zeros(len(self), np.int64)
-        close_counts = np.where(n_ops > 0, close_counts, 0)  # reduceat repeats a value for empty segments
-        return np.stack([self.walls.sum(axis=1, dtype=np.int64), n_ops, close_counts, np.diff(self.plan_offsets)],
-                        axis=1).astype(np.int32)
+        """int32 (n, 3): walls, operations and plan cells of each example."""
+        walls = np.bitwise_count(pack_walls(self.walls)).sum(axis=1)
+        return np.stack([walls, np.diff(self.ops_offsets), np.diff(self.plan_offsets)], axis=1).astype(np.int32)
 
     def tokens(self, arm: str = "correct", threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Training token streams: (uint16 tokens, int64 offsets, int32 prompt lengths)."""

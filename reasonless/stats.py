@@ -5,12 +5,11 @@ import numpy as np
 
 from .corpus import STATS_COLUMNS, Corpus
 
-QUANTITIES = ("prompt_tokens", "trace_tokens", "plan_tokens", "total_tokens", "operations", "closes", "plan_cells",
-              "walls")
+QUANTITIES = ("prompt_tokens", "trace_tokens", "plan_tokens", "total_tokens", "operations", "plan_cells", "walls")
 
 
 def sequence_lengths(stats: np.ndarray, arm: str = "correct") -> dict[str, np.ndarray]:
-    """Token counts per example from the stored per-example statistics (walls, operations, closes, plan cells).
+    """Token counts per example from the stored per-example statistics (walls, operations, plan cells).
 
     A sequence is <|bos|> query start X Y goal X Y (wall X Y)* reasoning (op X Y cG cH)* solution (plan X Y)* end
     <|eos|>; the trace of the `none` arm is empty.
@@ -20,8 +19,7 @@ def sequence_lengths(stats: np.ndarray, arm: str = "correct") -> dict[str, np.nd
     trace = 5 * col["ops"] if arm == "correct" else np.zeros_like(col["ops"])
     plan = 3 * col["plan"]
     return {"prompt_tokens": prompt, "trace_tokens": trace, "plan_tokens": plan,
-            "total_tokens": prompt + 1 + trace + 1 + plan + 2, "operations": col["ops"], "closes": col["closes"],
-            "plan_cells": col["plan"], "walls": col["walls"]}
+            "total_tokens": prompt + 1 + trace + 1 + plan + 2, "operations": col["ops"], "plan_cells": col["plan"], "walls": col["walls"]}
 
 
 def describe(corpus: Corpus, arm: str = "correct") -> dict:
