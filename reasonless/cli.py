@@ -95,6 +95,26 @@ def cmd_stats(args) -> None:
     print(json.dumps(summary, indent=1) if args.json else format_table(summary))
 
 
+def cmd_verify(args) -> None:
+    from pathlib import Path
+
+    from . import verify
+
+    source = Path(args.input)
+    if source.is_dir():
+        from .corpus import Corpus
+
+        verdicts = verify.verify_corpus(Corpus(source), mode=args.mode, threads=args.threads,
+                                        per_example=args.per_example)
+    elif source.is_file():
+        verdicts = verify.verify_jsonl(source, mode=args.mode, rows=args.rows, cols=args.cols,
+                                       per_example=args.per_example, threads=args.threads)
+    else:
+        raise FileNotFoundError(f"{source}: no such file or corpus directory")
+    summary = verdicts.summary()
+    print(json.dumps(summary, indent=1) if args.json else verify.format_summary(summary))
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog="reasonless", description=DESCRIPTION, formatter_class=fmt)
@@ -162,6 +182,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--arm", default="correct", choices=["correct", "none"])
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=cmd_stats)
+
+    v = sub.add_parser("verify", help="check traces and plans against A* semantics (paper or strict rules)",
+                       description="Verify A* traces and plans. INPUT is a corpus directory (its own traces, which "
+                                   "must all pass strict), a paper-format JSONL ({\"text\": …} per line; each "
+                                   "line's own trace and plan are checked) or a predictions JSONL "
+                                   "({\"prompt\": …, \"response\": …} per line). Prints plan valid, plan optimal, "
+                                   "trace valid and trace valid among valid plans, the plan × trace confusion "
+                                   "matrix and the most frequent first errors.",
+                       epilog="modes: paper = the rules of the paper authors' validator (numbers comparable with "
+                              "the paper); strict = paper plus exact g and h, exactly the neighbours A* creates, "
+                              "nothing after the goal, the plan equal to the trace's path.")
+    v.add_argument("input", help="corpus directory or JSONL file")
+    v.add_argument("--mode", default="strict", choices=["paper", "strict"])
+    v.add_argument("--rows", type=int, default=30, help="grid rows for lines without a rows field (default 30)")
+    v.add_argument("--cols", type=int, default=30, help="grid columns for lines without a cols field (default 30)")
+    v.add_argument("--json", action="store_true", help="print the summary as JSON")
+    v.add_argument("--per-example", metavar="FILE",
+                   help="also write one JSON object per example, in input order (plan_valid, plan_optimal, "
+                        "trace_valid, first_error, first_error_at, …)")
+    v.add_argument("--threads", type=int, default=0)
+    v.set_defaults(func=cmd_verify)
     return p
 
 

@@ -373,6 +373,35 @@ def verify_jsonl(path: str | os.PathLike, mode: str = "strict", rows: int = 30, 
     return result
 
 
+def verify_corpus(corpus, mode: str = "strict", threads: int = 0,
+                  per_example: str | os.PathLike | None = None, batch_size: int = 20_000) -> Verdicts:
+    """Verifies a corpus's own traces and plans (the `correct` arm), batch by batch. With per_example, writes one
+    JSON object per example (its ``index`` and the fields of :meth:`Verdicts.per_example`), atomically."""
+    from .atomic import atomic_file
+
+    _check_mode(mode)
+    result = Verdicts.empty(len(corpus), mode)
+
+    def run(sink) -> None:
+        for batch in corpus.batches(batch_size):
+            tokens, offsets, prompts = batch.tokens("correct", threads)
+            # A response runs from `reasoning` (the first token after the prompt) to <|eos|>.
+            out = _core.verify_batch(batch.walls, corpus.rows, corpus.cols, batch.start, batch.goal, tokens,
+                                     offsets[:-1] + prompts, offsets[1:], mode, threads)
+            part = Verdicts(mode=mode, **{f: out[f] for f in _FIELDS})
+            result.assign(slice(batch.first, batch.first + len(batch)), part)
+            if sink is not None:
+                sink.write("".join(json.dumps({"index": batch.first + i, **d}) + "\n"
+                                   for i, d in enumerate(part.per_example())))
+
+    if per_example is None:
+        run(None)
+    else:
+        with atomic_file(Path(per_example), "w") as sink:
+            run(sink)
+    return result
+
+
 # ---- Printing ----
 
 def format_summary(summary: dict) -> str:
