@@ -10,6 +10,7 @@ beside the measured rate; they are not asserted, since the rate depends on the m
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -47,7 +48,7 @@ def test_generate(benchmark, tmp_path, generator):
         rss.append(run_measured(["generate", "--generator", generator, "--count", str(COUNT), "--out", str(out),
                                  "--quiet"]))
 
-    benchmark.pedantic(generate, setup=lambda: subprocess.run(["rm", "-rf", str(out)], check=True), rounds=1)
+    benchmark.pedantic(generate, setup=lambda: shutil.rmtree(out, ignore_errors=True), rounds=1)
     report(benchmark, f"generate {generator} 30x30", COUNT, TARGETS[generator], max(rss))
 
 
@@ -65,5 +66,5 @@ def test_export_tokens(benchmark, wilson_corpus, tmp_path):
     def export():
         rss.append(run_measured(["export", str(wilson_corpus), "--format", "tokens", "--out", str(out), "--quiet"]))
 
-    benchmark.pedantic(export, setup=lambda: subprocess.run(["rm", "-rf", str(out)], check=True), rounds=1)
+    benchmark.pedantic(export, setup=lambda: shutil.rmtree(out, ignore_errors=True), rounds=1)
     report(benchmark, "export --format tokens (correct arm, wilson 30x30)", COUNT, EXPORT_TARGET, max(rss))

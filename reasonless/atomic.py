@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import io
 import os
+import zlib
 import shutil
 from pathlib import Path
 
@@ -57,35 +58,27 @@ def atomic_file(final: Path, mode: str = "wb"):
         raise
 
 
-class HashingWriter:
-    """A write-only file wrapper that hashes what passes through (numpy writes .npy through .write)."""
-
-    def __init__(self, f):
-        self.f = f
-        self.sha = hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.sha.update(data)
-        return self.f.write(data)
-
-    def hexdigest(self) -> str:
-        return self.sha.hexdigest()
-
-
 def save_npy(path: Path, array: np.ndarray) -> str:
-    """Saves `array` as .npy and returns the sha256 of the file's bytes."""
+    """Saves `array` as .npy and returns the CRC-32 of the file's bytes (hex).
+
+    CRC-32 catches damaged or truncated copies (what merging parts made on other machines must guard against) at
+    a third of the cost of SHA-256, which matters when writing 100,000 examples per second.
+    """
+    array = np.ascontiguousarray(array)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(header, np.lib.format.header_data_from_array_1_0(array))
     with open(path, "wb") as f:
-        w = HashingWriter(f)
-        np.lib.format.write_array(w, np.ascontiguousarray(array), allow_pickle=False)
-    return w.hexdigest()
+        f.write(header.getbuffer())
+        array.tofile(f)  # file.write of a large buffer goes through an extra copy; tofile does not
+    return f"{zlib.crc32(array.reshape(-1).view(np.uint8), zlib.crc32(header.getbuffer())):08x}"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    sha = hashlib.sha256()
+def crc32_file(path: Path, chunk: int = 1 << 22) -> str:
+    crc = 0
     with open(path, "rb") as f:
         while block := f.read(chunk):
-            sha.update(block)
-    return sha.hexdigest()
+            crc = zlib.crc32(block, crc)
+    return f"{crc:08x}"
 
 
 def remove_stale_tmp(directory: Path) -> list[Path]:

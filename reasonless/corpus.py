@@ -3,7 +3,7 @@
 Layout of a corpus directory::
 
     manifest.json            format version, how it was made (generator, params, grid, seed, tie-break, range,
-                             command), vocabulary, counts and per-file sha256 of every shard
+                             command), vocabulary, counts and per-file CRC-32 of every shard
     shard-00000/             one directory per shard, renamed into place only when complete
         shard.json           this shard's entry of the manifest (lets interrupted or distributed runs be resumed
                              and merged)
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .atomic import TMP_MARK, atomic_dir, atomic_file, remove_stale_tmp, save_npy, sha256_file
+from .atomic import TMP_MARK, atomic_dir, atomic_file, remove_stale_tmp, save_npy, crc32_file
 from .progress import Progress
 from .vocab import CLOSE_BIT, Vocab, check_grid_size, vocab_for
 
@@ -69,9 +69,10 @@ class Batch:
     def __len__(self) -> int:
         return len(self.start)
 
-    def stats(self) -> np.ndarray:
+    def stats(self, packed_walls: np.ndarray | None = None) -> np.ndarray:
         """int32 (n, 3): walls, operations and plan cells of each example."""
-        walls = np.bitwise_count(pack_walls(self.walls)).sum(axis=1)
+        packed_walls = pack_walls(self.walls) if packed_walls is None else packed_walls
+        walls = np.bitwise_count(packed_walls).sum(axis=1)
         return np.stack([walls, np.diff(self.ops_offsets), np.diff(self.plan_offsets)], axis=1).astype(np.int32)
 
     def tokens(self, arm: str = "correct", threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,16 +156,17 @@ class Shard:
 def write_shard(directory: Path, index: int, batch: Batch, key: dict) -> dict:
     """Writes one shard atomically and returns its manifest entry."""
     directory = Path(directory)
+    packed = pack_walls(batch.walls)
     arrays = {
-        "walls": pack_walls(batch.walls), "start": batch.start.astype(np.int32), "goal": batch.goal.astype(np.int32),
+        "walls": packed, "start": batch.start.astype(np.int32), "goal": batch.goal.astype(np.int32),
         "maze_hash": batch.maze_hash.astype(np.uint64), "ops": batch.ops, "ops_offsets": batch.ops_offsets,
-        "plan": batch.plan, "plan_offsets": batch.plan_offsets, "stats": batch.stats(),
+        "plan": batch.plan, "plan_offsets": batch.plan_offsets, "stats": batch.stats(packed),
     }
     entry = {"index": index, "dir": shard_name(index), "first": batch.first, "count": len(batch),
-             "ops": int(batch.ops_offsets[-1]), "plan_cells": int(batch.plan_offsets[-1]), "key": key, "sha256": {}}
+             "ops": int(batch.ops_offsets[-1]), "plan_cells": int(batch.plan_offsets[-1]), "key": key, "crc32": {}}
     with atomic_dir(directory / shard_name(index)) as tmp:
         for name, arr in arrays.items():
-            entry["sha256"][f"{name}.npy"] = save_npy(tmp / f"{name}.npy", arr)
+            entry["crc32"][f"{name}.npy"] = save_npy(tmp / f"{name}.npy", arr)
         (tmp / "shard.json").write_text(json.dumps(entry, indent=1) + "\n")
     return entry
 
@@ -175,11 +177,11 @@ def read_shard_entry(shard_dir: Path, check_files: bool = False) -> dict | None:
         entry = json.loads((shard_dir / "shard.json").read_text())
     except (OSError, ValueError):
         return None
-    for name, digest in entry.get("sha256", {}).items():
+    for name, digest in entry.get("crc32", {}).items():
         path = shard_dir / name
-        if not path.is_file() or (check_files and sha256_file(path) != digest):
+        if not path.is_file() or (check_files and crc32_file(path) != digest):
             return None
-    return entry if len(entry.get("sha256", {})) == len(SHARD_FILES) else None
+    return entry if len(entry.get("crc32", {})) == len(SHARD_FILES) else None
 
 
 # --------------------------------------------------------------------------------------------- the corpus
@@ -298,8 +300,8 @@ class Corpus:
 
     def verify_checksums(self) -> None:
         for s in self.shards:
-            for name, digest in s.entry["sha256"].items():
-                if sha256_file(s.path / name) != digest:
+            for name, digest in s.entry["crc32"].items():
+                if crc32_file(s.path / name) != digest:
                     raise ValueError(f"{s.path / name}: checksum mismatch, the file changed after it was written")
 
 
@@ -463,7 +465,7 @@ def merge(inputs: list[str | os.PathLike], out: str | os.PathLike, command: str 
             elif entry["key"] != key:
                 raise ValueError(f"{shard_dir}: from a different corpus ({_key_diff(entry['key'], key)})")
             other = found.setdefault(int(entry["index"]), (shard_dir, entry))
-            if other[0] != shard_dir and other[1]["sha256"] != entry["sha256"]:
+            if other[0] != shard_dir and other[1]["crc32"] != entry["crc32"]:
                 raise ValueError(f"{shard_dir} and {other[0]}: the same shard with different contents")
     n_shards = -(-key["count"] // key["shard_size"])
     missing = sorted(set(range(n_shards)) - set(found))

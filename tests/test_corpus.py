@@ -222,7 +222,7 @@ def test_manifest_is_readable_json_with_the_command(tmp_path):
     assert m["command"] == "reasonless generate --generator kruskal"
     assert m["format"] == "reasonless-corpus" and m["params"] == {}
     for entry in m["shards"]:
-        assert set(entry["sha256"]) == {f"{n}.npy" for n in SHARD_FILES}
+        assert set(entry["crc32"]) == {f"{n}.npy" for n in SHARD_FILES}
 
 
 def test_incomplete_directory_is_not_a_corpus(tmp_path):
