@@ -2,7 +2,8 @@
 
 The main entry points are imported on first use, so ``import reasonless`` stays light:
 ``reasonless.generate`` (make a corpus), ``reasonless.Corpus`` (read one), ``reasonless.merge``,
-``reasonless.import_jsonl``, ``reasonless.export_jsonl``, ``reasonless.export_tokens``, ``reasonless.Vocab``.
+``reasonless.import_jsonl``, ``reasonless.export_jsonl``, ``reasonless.export_tokens``, ``reasonless.Vocab``,
+``reasonless.verify`` (check traces and plans; the rest of the verifier API is in ``reasonless.verifier``).
 """
 __version__ = "0.1.0"
 
@@ -10,6 +11,7 @@ _LAZY = {
     "generate": "corpus", "Corpus": "corpus", "merge": "corpus",
     "import_jsonl": "interchange", "export_jsonl": "interchange", "export_tokens": "interchange",
     "load_tokens": "interchange", "Vocab": "vocab", "describe": "stats",
+    "verify": "verifier", "verify_jsonl": "verifier", "verify_corpus": "verifier",
 }
 
 

@@ -98,21 +98,21 @@ def cmd_stats(args) -> None:
 def cmd_verify(args) -> None:
     from pathlib import Path
 
-    from . import verify
+    from . import verifier
 
     source = Path(args.input)
     if source.is_dir():
         from .corpus import Corpus
 
-        verdicts = verify.verify_corpus(Corpus(source), mode=args.mode, threads=args.threads,
+        verdicts = verifier.verify_corpus(Corpus(source), mode=args.mode, threads=args.threads,
                                         per_example=args.per_example)
     elif source.is_file():
-        verdicts = verify.verify_jsonl(source, mode=args.mode, rows=args.rows, cols=args.cols,
+        verdicts = verifier.verify_jsonl(source, mode=args.mode, rows=args.rows, cols=args.cols,
                                        per_example=args.per_example, threads=args.threads)
     else:
         raise FileNotFoundError(f"{source}: no such file or corpus directory")
     summary = verdicts.summary()
-    print(json.dumps(summary, indent=1) if args.json else verify.format_summary(summary))
+    print(json.dumps(summary, indent=1) if args.json else verifier.format_summary(summary))
 
 
 def build_parser() -> argparse.ArgumentParser:

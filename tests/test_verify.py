@@ -1,4 +1,4 @@
-"""The verifier (reasonless.verify and _core.verify_batch) against hand-built responses, the paper tools' data, an
+"""The verifier (reasonless.verifier and _core.verify_batch) against hand-built responses, the paper tools' data, an
 independent pure-Python A* and an independent pure-Python reference verifier (both written here from DESIGN §5
 and the grammar in cpp/verify.hpp, sharing no code with the C++)."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reasonless import _core
-from reasonless.verify import (ERROR_NAMES, TRACE_ERROR_CODES, Verdicts, encode_response, format_summary,
+from reasonless.verifier import (ERROR_NAMES, TRACE_ERROR_CODES, Verdicts, encode_response, format_summary,
                                parse_problem_text, verify, verify_jsonl, verify_texts)
 from reasonless.vocab import (CLOSE, CREATE, END, EOS, FIRST_COORD, PAD, PLAN, REASONING, SOLUTION, UNK, Vocab,
                               vocab_for)

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from reasonless import verify
+from reasonless import verifier as verify
 from reasonless.cli import main
 from reasonless.corpus import generate
 
@@ -50,3 +50,15 @@ def test_verify_command_on_a_corpus_and_on_jsonl(tmp_path, capsys):
     pred.write_text('{"prompt": "query start 0 0", "response": "reasoning"}\n{oops\n')
     assert main(["verify", str(pred)]) == 2
     assert "pred.jsonl:1" in capsys.readouterr().err
+
+
+def test_package_level_verify_function(tmp_path):
+    import reasonless
+
+    corpus = generate(tmp_path / "c", "dfs", 4, rows=8, cols=8, seed=3)
+    batch = next(corpus.batches())
+    responses = [t[t.index("reasoning"):] for t in batch.texts()]
+    responses[2] = responses[2].replace("close", "create", 1)  # the first operation may not be a create
+    v = reasonless.verify(batch.walls, batch.start, batch.goal, responses, rows=8, cols=8, mode="paper")
+    assert v.trace_valid.tolist() == [True, True, False, True]
+    assert v.first_error_name(2) == "first_create_not_last_closed"
