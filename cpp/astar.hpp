@@ -71,6 +71,8 @@ class AStarSolver {
   static constexpr uint16_t kUnreached = 0xFFFF;
   template <TiePolicy P>
   AStarResult run(const GridView& grid, int start, int goal, uint64_t rng_state, uint16_t* ops, uint16_t* plan);
+  // fifo without a heap: only two f levels are ever open (see astar.cpp), each a queue in seq order.
+  AStarResult run_fifo(const GridView& grid, int start, int goal, uint16_t* ops, uint16_t* plan);
   // The open list is a binary min-heap of keys that carry the cell in their low bits (see run).
   // Entries are passed by value so a sift never reloads what was just stored.
   void sift_up(int pos, uint64_t key);
@@ -79,6 +81,7 @@ class AStarSolver {
   std::unique_ptr<Cell[]> cells_;
   std::unique_ptr<uint64_t[]> heap_;
   std::unique_ptr<int16_t[]> inserted_;  // cells in order of first insertion (by seq), to reset
+  std::unique_ptr<uint32_t[]> levels_;   // run_fifo's two f levels, kMaxCells entries each
 };
 
 }  // namespace reasonless
