@@ -73,7 +73,10 @@ layouts and keep test sets disjoint from training sets.
 
 Implementation notes (none of them changes what is generated): one ``prange`` kernel runs all
 generators over chunks of 64 instances, each chunk allocating its scratch once; uniform integers
-use Lemire's unbiased multiply-shift; cellular automata run on 64-bit rows (bit-sliced neighbour
+use Lemire's unbiased multiply-shift (kruskal and dfs take two 32-bit draws from each 64-bit
+output); the perfect-maze generators work on a room lattice padded by a sentinel ring (no bounds
+checks), copy per-offset templates built once per chunk, and draw start and goal from the room and
+carved-passage lists; cellular automata run on 64-bit rows (bit-sliced neighbour
 counts, connectivity by bit-parallel flood fill); searchformer labels components lazily and
 decides "shortest plan >= min_plan" with an A* bounded at min_plan - 2 moves.
 """
@@ -351,45 +354,125 @@ def _pick_pair(s, grid, n, nfree, buf):
 
 
 @njit(cache=True, inline="always")
-def _lattice(s, rows, cols):
-    """Random parity offset o and the number of rooms (cells with x ≡ y ≡ o mod 2)."""
-    o = np.int64(_next(s) >> np.uint64(63))
-    return o, ((rows - o + 1) // 2) * ((cols - o + 1) // 2)
+def _below32(s, r, n):
+    """Uniform integer in [0, n) for 1 <= n < 2**32 from the 32-bit draw r (Lemire's method; a draw
+    in the rejection zone is replaced by fresh bits from the stream, so the result is unbiased)."""
+    n64 = np.uint64(n)
+    m = r * n64
+    low = m & _MASK32
+    if low < n64:
+        threshold = (_TWO32 - n64) % n64
+        while low < threshold:
+            m = (_next(s) >> np.uint64(32)) * n64
+            low = m & _MASK32
+    return np.int64(m >> np.uint64(32))
+
+
+@njit(cache=True)
+def _lattice_tables(rows, cols):
+    """Per-offset tables of the parity lattice, built once per work item (they depend only on the
+    grid shape). Rooms are numbered row-major on a lattice padded by one ring of sentinel rooms,
+    width W = room columns + 2, so a neighbour is p ± 1 or p ± W without bounds checks.
+
+    Returns (dims, cellof, sentinel, gridtpl, edges): dims[o] = (room rows, room cols, W, padded
+    size, edge count); cellof[o, p] the cell of padded room p; sentinel[o, p] 1 on the ring;
+    gridtpl[o] the grid with exactly the rooms free; edges[o] the right/down room edges, each packed
+    as padded room << 13 | down << 12 | passage cell."""
+    n = rows * cols
+    rr0 = (rows + 1) // 2
+    rc0 = (cols + 1) // 2
+    npmax = (rr0 + 2) * (rc0 + 2)
+    dims = np.zeros((2, 5), dtype=np.int64)
+    cellof = np.zeros((2, npmax), dtype=np.int32)
+    sentinel = np.ones((2, npmax), dtype=np.uint8)
+    gridtpl = np.ones((2, n), dtype=np.uint8)
+    edges = np.zeros((2, 2 * rr0 * rc0), dtype=np.int32)
+    for o in range(2):
+        rr = (rows - o + 1) // 2
+        rc = (cols - o + 1) // 2
+        W = rc + 2
+        ne = 0
+        for ry in range(rr):
+            for rx in range(rc):
+                p = (ry + 1) * W + rx + 1
+                c = (o + 2 * ry) * cols + o + 2 * rx
+                cellof[o, p] = c
+                sentinel[o, p] = 0
+                gridtpl[o, c] = 0
+                if rx + 1 < rc:
+                    edges[o, ne] = (p << 13) | (c + 1)
+                    ne += 1
+                if ry + 1 < rr:
+                    edges[o, ne] = (p << 13) | 4096 | (c + cols)
+                    ne += 1
+        dims[o, 0] = rr
+        dims[o, 1] = rc
+        dims[o, 2] = W
+        dims[o, 3] = (rr + 2) * W
+        dims[o, 4] = ne
+    return dims, cellof, sentinel, gridtpl, edges
 
 
 @njit(cache=True, inline="always")
-def _random_room(s, rows, cols, o):
-    rc = (cols - o + 1) // 2
-    r = _below(s, ((rows - o + 1) // 2) * rc)
-    ry = r // rc
-    return (o + 2 * ry) * cols + o + 2 * (r - ry * rc)
+def _lattice_offset(s):
+    """Random parity offset o: rooms are the cells with x ≡ y ≡ o (mod 2)."""
+    return np.int64(_next(s) >> np.uint64(63))
+
+
+@njit(cache=True, inline="always")
+def _pick_tree_pair(s, rr, rc, W, cellof, o, passages, npass):
+    """Uniform ordered pair of distinct free cells of a perfect maze: the rr·rc rooms then the
+    npass carved passages (no scan of the grid, no rejection)."""
+    nr = rr * rc
+    i, k = _draw_two(s, nr + npass)
+    if i < nr:
+        ry = i // rc
+        a = np.int64(cellof[o, (ry + 1) * W + i - ry * rc + 1])
+    else:
+        a = np.int64(passages[i - nr])
+    if k < nr:
+        ry = k // rc
+        b = np.int64(cellof[o, (ry + 1) * W + k - ry * rc + 1])
+    else:
+        b = np.int64(passages[k - nr])
+    return a, b
 
 
 # ----------------------------------------------------------------------------------------------
 # Generators: each fills grid (the output row) and returns (start cell, goal cell, status).
-# The perfect-maze generators work on cell indices: a room's lattice neighbours are ±2 and
-# ±2·cols away, the passage is halfway.
+# The perfect-maze generators work on padded room indices (see _lattice_tables); the passage
+# between two rooms is the cell halfway between their cells.
 # ----------------------------------------------------------------------------------------------
 @njit(cache=True)
-def _gen_wilson(s, rows, cols, grid, DX, DY, intree, half, buf):
-    n = rows * cols
-    o, nr = _lattice(s, rows, cols)
-    grid[:] = 1
-    intree[:] = 0
+def _gen_wilson(s, rows, cols, grid, tabs, intree, half, passages, moves):
+    dims, cellof, sentinel, gridtpl, _ = tabs
+    o = _lattice_offset(s)
+    rr = dims[o, 0]
+    rc = dims[o, 1]
+    W = dims[o, 2]
+    NP = dims[o, 3]
+    # explicit copy loops: Numba's slice assignment costs more than the copy itself here
+    for j in range(rows * cols):
+        grid[j] = gridtpl[o, j]
+    for p in range(NP):
+        intree[p] = 0
+    sent = sentinel[o]
+    moves[0] = -W
+    moves[1] = 1
+    moves[2] = W
+    moves[3] = -1
     # Any root gives the uniform tree; a central one shortens the walks (~20 % fewer steps).
-    root = (o + 2 * ((rows - o + 1) // 4)) * cols + o + 2 * ((cols - o + 1) // 4)
+    root = (rr // 2 + 1) * W + rc // 2 + 1
     intree[root] = 1
-    grid[root] = 0
+    npass = 0
     bits = _U0
     nbits = 0
-    for y in range(o, rows, 2):
-        for x in range(o, cols, 2):
-            c = y * cols + x
+    for ry in range(rr):
+        for rx in range(rc):
+            c = (ry + 1) * W + rx + 1
             if intree[c]:
                 continue
             cur = c
-            cx = x
-            cy = y
             while not intree[cur]:
                 if nbits == 0:
                     bits = _next(s)
@@ -397,64 +480,76 @@ def _gen_wilson(s, rows, cols, grid, DX, DY, intree, half, buf):
                 d = np.int64(bits & _U3)
                 bits >>= _U2
                 nbits -= 1
-                nx = cx + 2 * DX[d]
-                ny = cy + 2 * DY[d]
+                step = moves[d]
+                nxt = cur + step
                 # an off-lattice move is re-drawn: the step is uniform over the in-bounds neighbours
-                if nx < 0 or nx >= cols or ny < 0 or ny >= rows:
+                if sent[nxt]:
                     continue
-                h = DX[d] + DY[d] * cols
-                half[cur] = h  # last exit: following these pointers is the loop-erased walk
-                cur += 2 * h
-                cx = nx
-                cy = ny
+                half[cur] = step  # last exit: following these pointers is the loop-erased walk
+                cur = nxt
             cur = c
             while not intree[cur]:
                 intree[cur] = 1
-                grid[cur] = 0
-                h = half[cur]
-                grid[cur + h] = 0
-                cur += 2 * h
-    a, b = _pick_pair(s, grid, n, 2 * nr - 1, buf)
+                nx = cur + half[cur]
+                pc = (cellof[o, cur] + cellof[o, nx]) >> 1
+                grid[pc] = 0
+                passages[npass] = pc
+                npass += 1
+                cur = nx
+    a, b = _pick_tree_pair(s, rr, rc, W, cellof, o, passages, npass)
     return a, b, 0
 
 
 @njit(cache=True)
-def _gen_kruskal(s, rows, cols, grid, comp, edges, size, link):
-    n = rows * cols
-    o, nr = _lattice(s, rows, cols)
-    grid[:] = 1
-    ne = 0
-    for y in range(o, rows, 2):
-        for x in range(o, cols, 2):
-            c = y * cols + x
-            comp[c] = c
-            size[c] = 1
-            link[c] = -1
-            grid[c] = 0
-            if x + 2 < cols:
-                edges[ne] = 2 * c  # even code: edge to the right, odd: edge down
-                ne += 1
-            if y + 2 < rows:
-                edges[ne] = 2 * c + 1
-                ne += 1
+def _gen_kruskal(s, rows, cols, grid, tabs, comp, edges, size, link, passages):
+    dims, cellof, _, gridtpl, etpl = tabs
+    o = _lattice_offset(s)
+    rr = dims[o, 0]
+    rc = dims[o, 1]
+    W = dims[o, 2]
+    NP = dims[o, 3]
+    ne = dims[o, 4]
+    nr = rr * rc
+    # explicit copy loops: Numba's slice assignment costs more than the copy itself here
+    for j in range(rows * cols):
+        grid[j] = gridtpl[o, j]
+    for j in range(ne):
+        edges[j] = etpl[o, j]
+    for p in range(NP):
+        comp[p] = p
+        size[p] = 1
+        link[p] = -1
     # Union–find as quick-find: comp[] names each room's component, link[] chains a component's
     # rooms; a union relabels the smaller side. Finds are one load (no unpredictable loops).
     joined = 0
+    bits = _U0
+    half = False
     for i in range(ne):
         if joined == nr - 1:  # tree complete: every later edge would close a cycle
             break
-        j = i + _below(s, ne - i)  # lazy Fisher–Yates: edges[i] is the i-th of a uniform order
+        # two 32-bit draws per 64-bit output
+        if half:
+            r = bits & _MASK32
+        else:
+            bits = _next(s)
+            r = bits >> np.uint64(32)
+        half = not half
+        j = i + _below32(s, r, ne - i)  # lazy Fisher–Yates: edges[i] is the i-th of a uniform order
         e = edges[j]
         edges[j] = edges[i]
         edges[i] = e
-        u = e >> 1
-        h = 1 if (e & 1) == 0 else cols
+        u = e >> 13
+        v = u + (W if e & 4096 else 1)
         ca = comp[u]
-        cb = comp[u + 2 * h]
+        cb = comp[v]
         if ca == cb:
             continue
-        if size[ca] > size[cb]:
-            ca, cb = cb, ca
+        sa = size[ca]
+        sb = size[cb]
+        big = sa > sb
+        small = cb if big else ca
+        cb = ca if big else cb
+        ca = small
         m = ca
         last = ca
         while m >= 0:
@@ -463,69 +558,70 @@ def _gen_kruskal(s, rows, cols, grid, comp, edges, size, link):
             m = link[m]
         link[last] = link[cb]
         link[cb] = ca
-        size[cb] += size[ca]
-        grid[u + h] = 0
+        size[cb] = sa + sb
+        pc = e & 4095
+        grid[pc] = 0
+        passages[joined] = pc
         joined += 1
-    a, b = _pick_pair(s, grid, n, 2 * nr - 1, size)
+    a, b = _pick_tree_pair(s, rr, rc, W, cellof, o, passages, joined)
     return a, b, 0
 
 
 @njit(cache=True)
-def _gen_dfs(s, rows, cols, grid, xs, ys, visited, stack, buf):
-    n = rows * cols
-    o, nr = _lattice(s, rows, cols)
-    grid[:] = 1
-    visited[:] = 0
-    r = _random_room(s, rows, cols, o)
-    visited[r] = 1
-    grid[r] = 0
-    stack[0] = r
+def _gen_dfs(s, rows, cols, grid, tabs, visited, stack, passages, sel, moves, steps):
+    dims, cellof, sentinel, gridtpl, _ = tabs
+    o = _lattice_offset(s)
+    rr = dims[o, 0]
+    rc = dims[o, 1]
+    W = dims[o, 2]
+    NP = dims[o, 3]
+    # explicit copy loops: Numba's slice assignment costs more than the copy itself here
+    for j in range(rows * cols):
+        grid[j] = gridtpl[o, j]
+    for p in range(NP):  # the sentinel ring counts as visited
+        visited[p] = sentinel[o, p]
+    moves[0] = -W
+    moves[1] = 1
+    moves[2] = W
+    moves[3] = -1
+    steps[0] = -cols
+    steps[1] = 1
+    steps[2] = cols
+    steps[3] = -1
+    r = _below(s, rr * rc)
+    ry = r // rc
+    p = (ry + 1) * W + r - ry * rc + 1
+    visited[p] = 1
+    stack[0] = p
     top = 1
-    c1 = c2 = c3 = 0
+    npass = 0
+    bits = _U0
+    half = False
     while top > 0:
         u = stack[top - 1]
-        x = xs[u]
-        y = ys[u]
-        k = 0
-        c0 = 0
-        if y >= 2 and not visited[u - 2 * cols]:
-            c0 = u - 2 * cols
-            k = 1
-        if x + 2 < cols and not visited[u + 2]:
-            if k == 0:
-                c0 = u + 2
-            else:
-                c1 = u + 2
-            k += 1
-        if y + 2 < rows and not visited[u + 2 * cols]:
-            if k == 0:
-                c0 = u + 2 * cols
-            elif k == 1:
-                c1 = u + 2 * cols
-            else:
-                c2 = u + 2 * cols
-            k += 1
-        if x >= 2 and not visited[u - 2]:
-            if k == 0:
-                c0 = u - 2
-            elif k == 1:
-                c1 = u - 2
-            elif k == 2:
-                c2 = u - 2
-            else:
-                c3 = u - 2
-            k += 1
-        if k == 0:
+        # bit d set: the neighbour in direction d (0 up, 1 right, 2 down, 3 left) is unvisited
+        m = ((1 - np.int64(visited[u - W])) | ((1 - np.int64(visited[u + 1])) << 1)
+             | ((1 - np.int64(visited[u + W])) << 2) | ((1 - np.int64(visited[u - 1])) << 3))
+        if m == 0:
             top -= 1
             continue
-        pick = _below(s, k) if k > 1 else 0
-        v = c0 if pick == 0 else (c1 if pick == 1 else (c2 if pick == 2 else c3))
+        # one 32-bit draw per step, even when k = 1 (then it is 0): cheaper than a mispredicted branch
+        if half:
+            rb = bits & _MASK32
+        else:
+            bits = _next(s)
+            rb = bits >> np.uint64(32)
+        half = not half
+        d = sel[m, _below32(s, rb, sel[m, 4])]
+        v = u + moves[d]
         visited[v] = 1
-        grid[v] = 0
-        grid[(u + v) >> 1] = 0
+        pc = cellof[o, u] + steps[d]
+        grid[pc] = 0
+        passages[npass] = pc
+        npass += 1
         stack[top] = v
         top += 1
-    a, b = _pick_pair(s, grid, n, 2 * nr - 1, buf)
+    a, b = _pick_tree_pair(s, rr, rc, W, cellof, o, passages, npass)
     return a, b, 0
 
 
@@ -879,6 +975,24 @@ def _kernel(gen, rows, cols, seed, start_index, count, fp, walls, start, goal, s
         r2 = np.empty(rows, dtype=np.uint64)
         r3 = np.empty(rows, dtype=np.uint64)
         r4 = np.empty(rows, dtype=np.uint64)
+        # perfect mazes: lattice tables, room-space scratch, and for DFS the neighbour-set table
+        # sel[m, j] = direction of the j-th set bit of m, sel[m, 4] = number of set bits
+        tabs = _lattice_tables(rows, cols)
+        npmax = tabs[1].shape[1]
+        rflags = np.empty(npmax, dtype=np.uint8)
+        rw1 = np.empty(npmax, dtype=np.int32)
+        rw2 = np.empty(npmax, dtype=np.int32)
+        rw3 = np.empty(npmax, dtype=np.int32)
+        moves = np.empty(4, dtype=np.int64)
+        steps = np.empty(4, dtype=np.int64)
+        sel = np.zeros((16, 5), dtype=np.int64)
+        for m in range(16):
+            k = 0
+            for d in range(4):
+                if (m >> d) & 1:
+                    sel[m, k] = d
+                    k += 1
+            sel[m, 4] = k
         if gen == 4:  # searchformer's padded-grid scratch
             P = cols + 2
             NP = (rows + 2) * P
@@ -915,11 +1029,11 @@ def _kernel(gen, rows, cols, seed, start_index, count, fp, walls, start, goal, s
             _seed_instance(s, seed, gen, start_index + i)
             grid = walls[i]
             if gen == 0:
-                a, b, st = _gen_wilson(s, rows, cols, grid, DX, DY, flags, w1, w2)
+                a, b, st = _gen_wilson(s, rows, cols, grid, tabs, rflags, rw1, w1, moves)
             elif gen == 1:
-                a, b, st = _gen_kruskal(s, rows, cols, grid, w1, w2, w3, w4)
+                a, b, st = _gen_kruskal(s, rows, cols, grid, tabs, rw1, w2, rw2, rw3, w1)
             elif gen == 2:
-                a, b, st = _gen_dfs(s, rows, cols, grid, xs, ys, flags, w1, w2)
+                a, b, st = _gen_dfs(s, rows, cols, grid, tabs, rflags, rw1, w1, sel, moves, steps)
             elif gen == 3:
                 a, b, st = _gen_drunkard(s, rows, cols, fp, grid, DX, DY, w1)
             elif gen == 4:
