@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = "reasonless " + " ".join(shlex.quote(a) for a in argv)  # recorded in manifests
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: missing files, a full disk, permissions
         print(f"reasonless {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

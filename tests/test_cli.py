@@ -74,3 +74,18 @@ def test_help_explains_generators():
     for name in ("wilson", "kruskal", "dfs", "drunkards_walk", "searchformer", "cellular_automata", "--shard K/N",
                  "coverage=0.5", "--tie-break"):
         assert name in out
+
+
+def test_a_full_disk_is_reported_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from reasonless import corpus
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(corpus, "save_npy", full)
+    code, _, err = run(capsys, "generate", "--generator", "dfs", "--count", 10, "--rows", 6, "--cols", 6,
+                       "--out", tmp_path / "c", "--quiet")
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    assert not any((tmp_path / "c").iterdir())
