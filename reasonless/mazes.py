@@ -414,9 +414,23 @@ def _lattice_tables(rows, cols):
 
 
 @njit(cache=True, inline="always")
-def _lattice_offset(s):
-    """Random parity offset o: rooms are the cells with x ≡ y ≡ o (mod 2)."""
-    return np.int64(_next(s) >> np.uint64(63))
+def _start_lattice(s, rows, cols, grid, dims, gridtpl):
+    """Draws the parity offset o (rooms are the cells with x ≡ y ≡ o (mod 2)), fills grid with that lattice's
+    template (all walls but the rooms) and returns (o, room rows, room cols, padded width, padded rooms, edges)."""
+    o = np.int64(_next(s) >> np.uint64(63))
+    # explicit copy loop: Numba's slice assignment costs more than the copy itself here
+    for j in range(rows * cols):
+        grid[j] = gridtpl[o, j]
+    return o, dims[o, 0], dims[o, 1], dims[o, 2], dims[o, 3], dims[o, 4]
+
+
+@njit(cache=True, inline="always")
+def _set_moves(moves, W):
+    """Room steps up, right, down, left on the padded room lattice of width W."""
+    moves[0] = -W
+    moves[1] = 1
+    moves[2] = W
+    moves[3] = -1
 
 
 @njit(cache=True, inline="always")
@@ -446,21 +460,11 @@ def _pick_tree_pair(s, rr, rc, W, cellof, o, passages, npass):
 @njit(cache=True)
 def _gen_wilson(s, rows, cols, grid, tabs, intree, half, passages, moves):
     dims, cellof, sentinel, gridtpl, _ = tabs
-    o = _lattice_offset(s)
-    rr = dims[o, 0]
-    rc = dims[o, 1]
-    W = dims[o, 2]
-    NP = dims[o, 3]
-    # explicit copy loops: Numba's slice assignment costs more than the copy itself here
-    for j in range(rows * cols):
-        grid[j] = gridtpl[o, j]
+    o, rr, rc, W, NP, _ = _start_lattice(s, rows, cols, grid, dims, gridtpl)
     for p in range(NP):
         intree[p] = 0
     sent = sentinel[o]
-    moves[0] = -W
-    moves[1] = 1
-    moves[2] = W
-    moves[3] = -1
+    _set_moves(moves, W)
     # Any root gives the uniform tree; a central one shortens the walks (~20 % fewer steps).
     root = (rr // 2 + 1) * W + rc // 2 + 1
     intree[root] = 1
@@ -503,16 +507,8 @@ def _gen_wilson(s, rows, cols, grid, tabs, intree, half, passages, moves):
 @njit(cache=True)
 def _gen_kruskal(s, rows, cols, grid, tabs, comp, edges, size, link, passages):
     dims, cellof, _, gridtpl, etpl = tabs
-    o = _lattice_offset(s)
-    rr = dims[o, 0]
-    rc = dims[o, 1]
-    W = dims[o, 2]
-    NP = dims[o, 3]
-    ne = dims[o, 4]
+    o, rr, rc, W, NP, ne = _start_lattice(s, rows, cols, grid, dims, gridtpl)
     nr = rr * rc
-    # explicit copy loops: Numba's slice assignment costs more than the copy itself here
-    for j in range(rows * cols):
-        grid[j] = gridtpl[o, j]
     for j in range(ne):
         edges[j] = etpl[o, j]
     for p in range(NP):
@@ -570,20 +566,10 @@ def _gen_kruskal(s, rows, cols, grid, tabs, comp, edges, size, link, passages):
 @njit(cache=True)
 def _gen_dfs(s, rows, cols, grid, tabs, visited, stack, passages, sel, moves, steps):
     dims, cellof, sentinel, gridtpl, _ = tabs
-    o = _lattice_offset(s)
-    rr = dims[o, 0]
-    rc = dims[o, 1]
-    W = dims[o, 2]
-    NP = dims[o, 3]
-    # explicit copy loops: Numba's slice assignment costs more than the copy itself here
-    for j in range(rows * cols):
-        grid[j] = gridtpl[o, j]
+    o, rr, rc, W, NP, _ = _start_lattice(s, rows, cols, grid, dims, gridtpl)
     for p in range(NP):  # the sentinel ring counts as visited
         visited[p] = sentinel[o, p]
-    moves[0] = -W
-    moves[1] = 1
-    moves[2] = W
-    moves[3] = -1
+    _set_moves(moves, W)
     steps[0] = -cols
     steps[1] = 1
     steps[2] = cols
