@@ -79,12 +79,3 @@ def crc32_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             crc = zlib.crc32(block, crc)
     return f"{crc:08x}"
-
-
-def remove_stale_tmp(directory: Path) -> list[Path]:
-    """Removes leftovers of interrupted writes inside `directory`; returns what was removed."""
-    removed = []
-    for p in Path(directory).glob(f"*{TMP_MARK}*"):
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-        removed.append(p)
-    return removed

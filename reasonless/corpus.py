@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .atomic import TMP_MARK, atomic_dir, atomic_file, remove_stale_tmp, save_npy, crc32_file
+from .atomic import TMP_MARK, atomic_dir, atomic_file, crc32_file, save_npy
 from .progress import Progress
 from .vocab import CLOSE_BIT, Vocab, check_grid_size, vocab_for
 
@@ -367,7 +367,7 @@ def generate(out: str | os.PathLike, generator: str, count: int, rows: int = 30,
     _claim_directory(out, key)
     n_shards = -(-count // shard_size)
     mine = range(part * n_shards // parts, (part + 1) * n_shards // parts)
-    done = _complete_shards(out, key)
+    done = _complete_shards(out, key, mine)
     todo = [i for i in mine if i not in done]
 
     total = sum(min(shard_size, count - i * shard_size) for i in todo)
@@ -413,7 +413,6 @@ def _claim_directory(out: Path, key: dict) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(out)
     manifest = out / "manifest.json"
     if manifest.exists():
         old = json.loads(manifest.read_text())
@@ -421,7 +420,7 @@ def _claim_directory(out: Path, key: dict) -> None:
         if old_key != key:
             raise ValueError(f"{out}: already holds a different corpus ({_key_diff(old_key, key)}); "
                              f"choose another --out")
-    foreign = [p.name for p in out.iterdir() if p.name != "manifest.json" and not p.name.startswith("shard-")]
+    foreign = [p.name for p in out.iterdir() if not p.name.startswith(("manifest.json", "shard-"))]
     if foreign:
         raise ValueError(f"{out}: not empty and not a corpus (found {', '.join(sorted(foreign)[:3])}); "
                          f"choose another --out")
@@ -431,12 +430,20 @@ def _key_diff(old: dict, new: dict) -> str:
     return "; ".join(f"{k}: {old.get(k)!r} there, {new[k]!r} asked" for k in new if old.get(k) != new[k])
 
 
-def _complete_shards(out: Path, key: dict) -> dict[int, dict]:
+def _complete_shards(out: Path, key: dict, mine: range) -> dict[int, dict]:
+    """The complete shards of this corpus in `out`. Leftovers of interrupted writes of the shards in `mine` are
+    removed; other parts' shards are never touched, since their makers may be writing them right now."""
+    for i in mine:
+        for leftover in out.glob(f"{shard_name(i)}{TMP_MARK}*"):
+            shutil.rmtree(leftover)
     done = {}
     for shard_dir in sorted(out.glob("shard-*")):
+        if TMP_MARK in shard_dir.name:
+            continue
         entry = read_shard_entry(shard_dir)
-        if entry is None:  # half-copied or damaged: make it again
-            shutil.rmtree(shard_dir)
+        if entry is None:  # damaged (e.g. a file deleted): remake it if it is ours
+            if int(shard_dir.name.split("-")[1]) in mine:
+                shutil.rmtree(shard_dir)
             continue
         if entry["key"] != key:
             raise ValueError(f"{shard_dir}: belongs to a different corpus ({_key_diff(entry['key'], key)})")

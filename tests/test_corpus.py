@@ -229,3 +229,17 @@ def test_incomplete_directory_is_not_a_corpus(tmp_path):
     generate(tmp_path / "p", shard_size=100, shard="0/2", **SMALL)
     with pytest.raises(FileNotFoundError, match="merge"):
         Corpus(tmp_path / "p")
+
+
+def test_parts_sharing_a_directory_leave_each_other_alone(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    # Part 0 is busy writing shard 0 on another machine: its temporary directory must survive part 1's start.
+    busy = shared / "shard-00000.tmp-4242"
+    busy.mkdir()
+    (busy / "walls.npy").write_bytes(b"half")
+    assert generate(shared, shard_size=100, shard="1/2", **SMALL) is None
+    assert (busy / "walls.npy").read_bytes() == b"half"
+    # Part 0, restarted on its own machine, clears its own leftover and completes the corpus.
+    assert len(generate(shared, shard_size=100, shard="0/2", **SMALL)) == 300
+    assert not busy.exists()
