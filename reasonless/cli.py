@@ -115,6 +115,17 @@ def cmd_verify(args) -> None:
     print(json.dumps(summary, indent=1) if args.json else verifier.format_summary(summary))
 
 
+def cmd_dataset_build(args) -> None:
+    from .study import build_study
+
+    m = build_study(args.study, args.out, threads=args.threads, progress=not args.quiet, command=args.command_line)
+    print(f"{args.out}: study {m['name']}: train {m['train']['count']:,} {m['train']['generator']} "
+          f"({m['rows']}x{m['cols']}), arms {', '.join(m['arms']['names'])}")
+    for name, t in m["test_corpora"].items():
+        print(f"  test {name}: {t['kept']:,} of {t['requested']:,} kept ({t['removed_in_train']} share a layout "
+              f"with train, {t['removed_duplicates']} duplicates)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog="reasonless", description=DESCRIPTION, formatter_class=fmt)
@@ -203,6 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "trace_valid, first_error, first_error_at, …)")
     v.add_argument("--threads", type=int, default=0)
     v.set_defaults(func=cmd_verify)
+
+    d = sub.add_parser("dataset", help="build the datasets of a study (train corpus, test suites, arms)",
+                       description="Study datasets declared in a TOML file (see studies/*.toml).")
+    dsub = d.add_subparsers(dest="action", required=True, metavar="ACTION")
+    b = dsub.add_parser("build", help="build every corpus and arm of a study",
+                        description="Build DIR/train, DIR/test/<suite> (mazes sharing a wall layout with the "
+                                    "training corpus, or repeated within the suite, are removed and counted), "
+                                    "DIR/arms/<arm> (training token streams) and DIR/study.json (every seed, count "
+                                    "and removal). Re-running resumes.")
+    b.add_argument("study", help="study TOML file, e.g. studies/tiny.toml")
+    b.add_argument("--out", required=True, help="study directory")
+    b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=cmd_dataset_build)
     return p
 
 

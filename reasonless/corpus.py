@@ -75,6 +75,20 @@ class Batch:
         walls = np.bitwise_count(packed_walls).sum(axis=1)
         return np.stack([walls, np.diff(self.ops_offsets), np.diff(self.plan_offsets)], axis=1).astype(np.int32)
 
+    def select(self, rows: np.ndarray) -> "Batch":
+        """The examples at positions `rows` (sorted), as a new batch; `first` keeps this batch's numbering."""
+        rows = np.asarray(rows, dtype=np.int64)
+        ops_parts = [self.ops[self.ops_offsets[i]:self.ops_offsets[i + 1]] for i in rows.tolist()]
+        plan_parts = [self.plan[self.plan_offsets[i]:self.plan_offsets[i + 1]] for i in rows.tolist()]
+        ops_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(np.diff(self.ops_offsets)[rows], out=ops_offsets[1:])
+        plan_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(np.diff(self.plan_offsets)[rows], out=plan_offsets[1:])
+        return Batch(self.rows, self.cols, self.first, self.walls[rows], self.start[rows], self.goal[rows],
+                     self.maze_hash[rows],
+                     np.concatenate(ops_parts) if ops_parts else self.ops[:0], ops_offsets,
+                     np.concatenate(plan_parts) if plan_parts else self.plan[:0], plan_offsets)
+
     def tokens(self, arm: str = "correct", threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Training token streams: (uint16 tokens, int64 offsets, int32 prompt lengths)."""
         from . import _core
@@ -449,6 +463,30 @@ def _complete_shards(out: Path, key: dict, mine: range) -> dict[int, dict]:
             raise ValueError(f"{shard_dir}: belongs to a different corpus ({_key_diff(entry['key'], key)})")
         done[int(entry["index"])] = entry
     return done
+
+
+def subset(corpus: Corpus, keep: np.ndarray, out: str | os.PathLike, note: dict) -> Corpus:
+    """Writes the examples of `corpus` where `keep` is True as a new corpus at `out` (atomically); `note` (e.g. why
+    and how many were removed) goes into its manifest."""
+    keep = np.asarray(keep, dtype=bool)
+    if len(keep) != len(corpus):
+        raise ValueError(f"keep has {len(keep)} entries for a corpus of {len(corpus)}")
+    key = {k: corpus.manifest[k] for k in ("generator", "params", "rows", "cols", "seed", "tie_break")}
+    key.update(kind="subset", count=int(keep.sum()), shard_size=corpus.manifest["shard_size"],
+               source_count=len(corpus), source_command=corpus.manifest.get("command"), **note)
+    if key["count"] == 0:
+        raise ValueError(f"{out}: no example left after filtering {corpus.path}")
+    entries: list[dict] = []
+    with atomic_dir(Path(out)) as tmp:
+        for batch in corpus.batches(key["shard_size"]):
+            rows = np.flatnonzero(keep[batch.first:batch.first + len(batch)])
+            if len(rows):
+                part = batch.select(rows)
+                part.first = sum(e["count"] for e in entries)
+                entries.append(write_shard(tmp, len(entries), part, key))
+        write_manifest(tmp, {**key, "instances": [0, key["count"]], "command": corpus.manifest.get("command")},
+                       entries)
+    return Corpus(out)
 
 
 def merge(inputs: list[str | os.PathLike], out: str | os.PathLike, command: str | None = None) -> Corpus:
