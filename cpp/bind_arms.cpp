@@ -9,93 +9,12 @@
 
 #include "arms.hpp"
 #include "parallel.hpp"
+#include "py_inputs.hpp"
 
 namespace py = pybind11;
 
 namespace reasonless {
 namespace {
-
-using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
-using U16Array = py::array_t<uint16_t, py::array::c_style | py::array::forcecast>;
-using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
-
-std::string shape_str(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-// Integer or bool arrays only: silently truncating floats would hide caller bugs.
-py::array integer_array(const py::object& obj, const char* name) {
-  py::array a = py::array::ensure(obj);
-  if (!a) throw py::value_error(std::string(name) + " must be array-like");
-  const char kind = a.dtype().kind();
-  if (kind != 'b' && kind != 'i' && kind != 'u')
-    throw py::value_error(std::string(name) + " must hold integers, got dtype " + std::string(py::str(a.dtype())));
-  return a;
-}
-
-void check_side(const char* name, int side) {
-  if (side < 4 || side > 64)
-    throw py::value_error(std::string(name) + "=" + std::to_string(side) + ": grid sides must be integers from 4 to 64");
-}
-
-U8Array load_walls(const py::object& obj, int rows, int cols) {
-  py::array raw = integer_array(obj, "walls");
-  const py::ssize_t cells = static_cast<py::ssize_t>(rows) * cols;
-  if (raw.ndim() != 2 || raw.shape(1) != cells)
-    throw py::value_error("walls must have shape (N, rows*cols) = (N, " + std::to_string(cells) + "), got " +
-                          shape_str(raw));
-  const py::ssize_t n = raw.shape(0);
-  auto report = [&](py::ssize_t flat, int64_t value) {
-    throw py::value_error("example " + std::to_string(flat / cells) + ": walls must be 0 (free) or 1 (wall), found " +
-                          std::to_string(value) + " at cell " + std::to_string(flat % cells));
-  };
-  if (raw.dtype().kind() != 'b' && raw.dtype().itemsize() != 1) {
-    const I64Array wide(raw);  // checked wide so that e.g. 256 cannot wrap to a free cell
-    const int64_t* w = wide.data();
-    for (py::ssize_t i = 0; i < n * cells; ++i)
-      if (static_cast<uint64_t>(w[i]) > 1) report(i, w[i]);
-    return U8Array(raw);
-  }
-  U8Array walls(raw);
-  const uint8_t* w = walls.data();
-  uint8_t high_bits = 0;  // a branch-free pass vectorises; the slow search runs only on bad input
-  for (py::ssize_t i = 0; i < n * cells; ++i) high_bits |= w[i] & 0xFE;
-  if (high_bits)
-    for (py::ssize_t i = 0; i < n * cells; ++i)
-      if (w[i] > 1) report(i, raw.dtype().kind() == 'i' ? static_cast<int8_t>(w[i]) : w[i]);
-  return walls;
-}
-
-std::vector<int> load_cells(const py::object& obj, const char* name, py::ssize_t n, int rows, int cols,
-                            const uint8_t* walls) {
-  I64Array a(integer_array(obj, name));
-  if (a.ndim() != 2 || a.shape(0) != n || a.shape(1) != 2)
-    throw py::value_error(std::string(name) + " must have shape (N, 2) = (" + std::to_string(n) + ", 2), got " +
-                          shape_str(a));
-  const int64_t* p = a.data();
-  std::vector<int> cells(static_cast<size_t>(n));
-  for (py::ssize_t i = 0; i < n; ++i) {
-    const int64_t x = p[2 * i], y = p[2 * i + 1];
-    const std::string where =
-        "example " + std::to_string(i) + ": " + name + " (" + std::to_string(x) + ", " + std::to_string(y) + ")";
-    if (x < 0 || x >= cols || y < 0 || y >= rows)
-      throw py::value_error(where + " is outside the grid of " + std::to_string(rows) + " rows and " +
-                            std::to_string(cols) + " columns");
-    const int c = static_cast<int>(y * cols + x);
-    if (walls[i * static_cast<py::ssize_t>(rows) * cols + c]) throw py::value_error(where + " is a wall");
-    cells[static_cast<size_t>(i)] = c;
-  }
-  return cells;
-}
-
-uint64_t seed_bits(const py::object& seed) {
-  py::int_ s(seed);  // any Python int: its low 64 bits
-  const unsigned long long v = PyLong_AsUnsignedLongLongMask(s.ptr());
-  if (PyErr_Occurred()) throw py::error_already_set();
-  return static_cast<uint64_t>(v);
-}
 
 py::tuple arm_ops_batch(const std::string& arm_name, const py::object& walls_obj, int rows, int cols,
                         const py::object& start_obj, const py::object& goal_obj, const py::object& ops_obj,
@@ -112,7 +31,7 @@ py::tuple arm_ops_batch(const std::string& arm_name, const py::object& walls_obj
   const std::vector<int> starts = load_cells(start_obj, "start", n, rows, cols, walls.data());
   const std::vector<int> goals = load_cells(goal_obj, "goal", n, rows, cols, walls.data());
 
-  py::array ops_raw = integer_array(ops_obj, "ops");
+  py::array ops_raw = as_integer_array(ops_obj, "ops");
   if (ops_raw.ndim() != 2 || ops_raw.shape(1) != 3)
     throw py::value_error("ops must have shape (M, 3), got " + shape_str(ops_raw));
   if (!py::isinstance<py::array_t<uint16_t>>(ops_raw))
@@ -120,7 +39,7 @@ py::tuple arm_ops_batch(const std::string& arm_name, const py::object& walls_obj
                           std::string(py::str(ops_raw.dtype())));
   const U16Array ops(ops_raw);
   const int64_t m = ops.shape(0);
-  const I64Array offsets(integer_array(offsets_obj, "ops_offsets"));
+  const I64Array offsets(as_integer_array(offsets_obj, "ops_offsets"));
   if (offsets.ndim() != 1 || offsets.shape(0) != n + 1)
     throw py::value_error("ops_offsets must have shape (N+1,) = (" + std::to_string(n + 1) + ",), got " +
                           shape_str(offsets));
@@ -130,7 +49,7 @@ py::tuple arm_ops_batch(const std::string& arm_name, const py::object& walls_obj
       throw py::value_error("example " + std::to_string(i) + ": ops_offsets[" + std::to_string(i) + ":" +
                             std::to_string(i + 2) + "] = (" + std::to_string(oo[i]) + ", " +
                             std::to_string(oo[i + 1]) + ") is not a span of the " + std::to_string(m) + " ops rows");
-  const I64Array ids(integer_array(ids_obj, "instance_ids"));
+  const I64Array ids(as_integer_array(ids_obj, "instance_ids"));
   if (ids.ndim() != 1 || ids.shape(0) != n)
     throw py::value_error("instance_ids must have shape (N,) = (" + std::to_string(n) + ",), got " + shape_str(ids));
 
@@ -216,8 +135,8 @@ void copy_op_spans(const py::array& src_obj, const py::object& src_begin_obj, co
   };
   check_ops(src_obj, "src", false);
   check_ops(dst_obj, "dst", true);
-  const I64Array sb(integer_array(src_begin_obj, "src_begin")), cnt(integer_array(counts_obj, "counts")),
-      db(integer_array(dst_begin_obj, "dst_begin"));
+  const I64Array sb(as_integer_array(src_begin_obj, "src_begin")), cnt(as_integer_array(counts_obj, "counts")),
+      db(as_integer_array(dst_begin_obj, "dst_begin"));
   const py::ssize_t k = sb.size();
   if (sb.ndim() != 1 || cnt.ndim() != 1 || db.ndim() != 1 || cnt.size() != k || db.size() != k)
     throw py::value_error("src_begin, counts and dst_begin must be 1-D of one length");
