@@ -142,6 +142,7 @@ def gather_ops(corpus: Corpus, indices: np.ndarray) -> tuple[np.ndarray, np.ndar
         sel = order[bounds[k]:bounds[k + 1]]
         if len(sel):
             _core.copy_op_spans(np.ascontiguousarray(shard.ops), begin[sel], counts[sel], ops, offsets[sel])
+            shard.release()  # a pass over the corpus maps every shard: keep resident memory to one at a time
     return ops, offsets
 
 

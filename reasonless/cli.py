@@ -7,7 +7,10 @@ import shlex
 import sys
 import time
 
+from .arms import ARM_DEFINITIONS, ARMS
 from .corpus import DEFAULT_SHARD_SIZE, TIE_BREAKS
+
+ARM_HELP = "the training arm (default correct): " + "; ".join(f"{k}: {v}" for k, v in ARM_DEFINITIONS.items())
 
 DESCRIPTION = """\
 Maze path-finding problems with A* reasoning traces: generate corpora, import and export the paper's JSONL
@@ -71,10 +74,10 @@ def cmd_export(args) -> None:
 
     corpus = Corpus(args.corpus)
     if args.format == "jsonl":
-        n = export_jsonl(corpus, args.out, args.arm, args.threads, progress=not args.quiet)
+        n = export_jsonl(corpus, args.out, args.arm, args.arm_seed, args.threads, progress=not args.quiet)
         print(f"{args.out}: {n:,} lines ({args.arm} arm)")
     else:
-        meta = export_tokens(corpus, args.out, args.arm, args.threads, progress=not args.quiet)
+        meta = export_tokens(corpus, args.out, args.arm, args.arm_seed, args.threads, progress=not args.quiet)
         print(f"{args.out}: {meta['examples']:,} sequences, {meta['tokens']:,} tokens ({args.arm} arm)")
 
 
@@ -91,7 +94,7 @@ def cmd_stats(args) -> None:
     from .corpus import Corpus
     from .stats import describe, format_table
 
-    summary = describe(Corpus(args.corpus), args.arm)
+    summary = describe(Corpus(args.corpus), args.arm, args.arm_seed)
     print(json.dumps(summary, indent=1) if args.json else format_table(summary))
 
 
@@ -165,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("corpus", help="corpus directory")
     e.add_argument("--format", required=True, choices=["jsonl", "tokens"])
     e.add_argument("--out", required=True, help="output file (jsonl) or directory (tokens)")
-    e.add_argument("--arm", default="correct", choices=["correct", "none"],
-                   help="correct: with the A* trace; none: solution only (default correct)")
+    e.add_argument("--arm", default="correct", choices=ARMS, metavar="ARM", help=ARM_HELP)
+    e.add_argument("--arm-seed", type=int, default=0, help="seed of the arm's randomness (default 0)")
     e.add_argument("--threads", type=int, default=0)
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_export)
@@ -190,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="mean, median, p95, max and min of prompt, trace, plan and total tokens, "
                                    "operations and plan lengths: what you need to pick a context length.")
     s.add_argument("corpus", help="corpus directory")
-    s.add_argument("--arm", default="correct", choices=["correct", "none"])
+    s.add_argument("--arm", default="correct", choices=ARMS, metavar="ARM", help=ARM_HELP)
+    s.add_argument("--arm-seed", type=int, default=0, help="seed of the arm's randomness (default 0)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=cmd_stats)
 

@@ -1,6 +1,7 @@
 """Moving corpora in and out: the paper's JSONL text format and training token streams.
 
-* :func:`export_jsonl` writes exactly ``{"text":"…"}`` per line, the format of the paper's datasets.
+* :func:`export_jsonl` writes exactly ``{"text":"…"}`` per line, the format of the paper's datasets, with the
+  trace of any training arm (:mod:`reasonless.arms`).
 * :func:`export_tokens` writes a directory ``tokens.npy`` (uint16), ``offsets.npy`` (int64, n+1),
   ``prompt_lengths.npy`` (int32) and ``meta.json``; sequences are ``<|bos|> text <|eos|>``.
 * :func:`import_jsonl` reads paper-format JSONL (as written by the public JavaScript and Rust generators), stores
@@ -21,28 +22,40 @@ import numpy as np
 from .atomic import atomic_dir, atomic_file
 from .corpus import DEFAULT_SHARD_SIZE, TIE_BREAKS, Corpus, solve, write_manifest, write_shard
 from .progress import Progress
-from .stats import sequence_lengths
+from .arms import arm_batches, check_arm
 from .vocab import check_grid_size, parse_sequence, vocab_for
 
-ARMS = ("correct", "none")
 EXPORT_BATCH = 20_000
+NPY_HEADER_BYTES = 128  # fixed, so the header can be rewritten in place once the token count is known
 
 
-def _check_arm(arm: str) -> None:
-    if arm not in ARMS:
-        raise ValueError(f"unknown arm {arm!r}; this corpus exports {', '.join(ARMS)}")
+def _npy_header(length: int) -> bytes:
+    """A version 1.0 .npy header for a uint16 vector, padded to exactly NPY_HEADER_BYTES."""
+    text = "{'descr': '<u2', 'fortran_order': False, 'shape': (%d,), }" % length
+    text = text.ljust(NPY_HEADER_BYTES - 10 - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode("ascii")
 
 
-def export_jsonl(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", threads: int = 0,
-                 progress: bool = False) -> int:
-    """Writes the paper-format JSONL of every example; returns the number of lines."""
+def _arm_token_batches(corpus: Corpus, arm: str, seed: int, threads: int, size: int = EXPORT_BATCH):
+    """(batch, lengths, prompt lengths) of each batch of the corpus under `arm`, ready for tokenize_into."""
     from . import _core
 
-    _check_arm(arm)
+    for batch in arm_batches(corpus, arm, seed, size, threads):
+        lengths, prompts = _core.token_lengths(batch.walls, batch.rows, batch.cols, batch.ops_offsets,
+                                               batch.plan_offsets, "correct", threads)
+        yield batch, lengths, prompts
+
+
+def export_jsonl(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", seed: int = 0, threads: int = 0,
+                 progress: bool = False) -> int:
+    """Writes the paper-format JSONL of every example under `arm`; returns the number of lines."""
+    from . import _core
+
+    check_arm(arm)
     bar = Progress(len(corpus), enabled=progress)
     with atomic_file(Path(out), "wb") as f:
-        for batch in corpus.batches(EXPORT_BATCH):
-            tokens, offsets, _ = batch.tokens(arm, threads)
+        for batch in arm_batches(corpus, arm, seed, EXPORT_BATCH, threads):
+            tokens, offsets, _ = batch.tokens("correct", threads)
             blob, text_offsets = _core.render_text(tokens, offsets, corpus.rows, corpus.cols, threads)
             blob = bytes(blob)
             # The words are ASCII without quotes or backslashes, so no JSON escaping is needed.
@@ -53,52 +66,48 @@ def export_jsonl(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", t
     return len(corpus)
 
 
-def export_tokens(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", threads: int = 0,
+def export_tokens(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", seed: int = 0, threads: int = 0,
                   progress: bool = False) -> dict:
-    """Writes the token streams of an arm; memory stays bounded by one batch whatever the corpus size."""
+    """Writes the token streams of an arm in one pass; memory stays bounded by two batches whatever the corpus
+    size (plus 12 bytes per example for the offsets and prompt lengths)."""
     from . import _core
 
-    _check_arm(arm)
+    check_arm(arm)
     n = len(corpus)
-    # Lengths come from the stored per-example counts, shard by shard to bound memory; tokenize_into re-derives
-    # each span and refuses a mismatch.
     offsets = np.zeros(n + 1, dtype=np.int64)
     prompts = np.empty(n, dtype=np.int32)
-    first = 0
-    for shard in corpus.shards:
-        lengths = sequence_lengths(np.asarray(shard.stats), arm)
-        np.cumsum(lengths["total_tokens"], out=offsets[first + 1:first + shard.count + 1])
-        offsets[first + 1:first + shard.count + 1] += offsets[first]
-        prompts[first:first + shard.count] = lengths["prompt_tokens"]
-        first += shard.count
-        shard.release()
-    total = int(offsets[-1])
-    meta = {"format": "reasonless-tokens", "format_version": 1, "arm": arm, "rows": corpus.rows, "cols": corpus.cols,
-            "vocab": corpus.vocab.to_json(), "examples": n, "tokens": total,
-            "corpus": str(Path(corpus.path).resolve()), "corpus_key": {k: corpus.manifest.get(k) for k in (
-                "kind", "generator", "params", "seed", "tie_break", "count")}}
     bar = Progress(n, enabled=progress)
     with atomic_dir(Path(out)) as tmp:
         with open(tmp / "tokens.npy", "wb") as f:
-            np.lib.format.write_array_header_2_0(f, {"descr": "<u2", "fortran_order": False, "shape": (total,)})
+            f.write(_npy_header(0))
             # Two buffers, reused: one is written to disk by a thread while the other is filled (fresh arrays
             # would cost as much in first-touch page faults as the tokenizing itself).
             buffers = [np.empty(0, dtype=np.uint16), np.empty(0, dtype=np.uint16)]
             with ThreadPoolExecutor(max_workers=1) as writer:
                 writing = None
-                for k, b in enumerate(corpus.batches(EXPORT_BATCH)):
-                    spans = offsets[b.first:b.first + len(b) + 1] - offsets[b.first]
+                for k, (b, lengths, batch_prompts) in enumerate(_arm_token_batches(corpus, arm, seed, threads)):
+                    spans = np.zeros(len(b) + 1, dtype=np.int64)
+                    np.cumsum(lengths, out=spans[1:])
+                    offsets[b.first + 1:b.first + len(b) + 1] = offsets[b.first] + spans[1:]
+                    prompts[b.first:b.first + len(b)] = batch_prompts
                     if len(buffers[k % 2]) < spans[-1]:
                         buffers[k % 2] = np.empty(int(spans[-1] * 1.25), dtype=np.uint16)
                     buffer = buffers[k % 2]
                     _core.tokenize_into(b.walls, b.rows, b.cols, b.start, b.goal, b.ops, b.ops_offsets, b.plan,
-                                        b.plan_offsets, buffer, spans, arm, threads)
+                                        b.plan_offsets, buffer, spans, "correct", threads)
                     if writing is not None:
                         writing.result()
                     writing = writer.submit(f.write, buffer[:spans[-1]].data)
                     bar.update(len(b))
                 if writing is not None:
                     writing.result()
+            f.seek(0)
+            f.write(_npy_header(int(offsets[-1])))
+        meta = {"format": "reasonless-tokens", "format_version": 1, "arm": arm, "arm_seed": seed,
+                "rows": corpus.rows, "cols": corpus.cols, "vocab": corpus.vocab.to_json(), "examples": n,
+                "tokens": int(offsets[-1]), "corpus": str(Path(corpus.path).resolve()),
+                "corpus_key": {k: corpus.manifest.get(k) for k in ("kind", "generator", "params", "seed",
+                                                                  "tie_break", "count")}}
         np.save(tmp / "offsets.npy", offsets)
         np.save(tmp / "prompt_lengths.npy", prompts)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")

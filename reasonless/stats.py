@@ -22,10 +22,30 @@ def sequence_lengths(stats: np.ndarray, arm: str = "correct") -> dict[str, np.nd
             "total_tokens": prompt + 1 + trace + 1 + plan + 2, "operations": col["ops"], "plan_cells": col["plan"], "walls": col["walls"]}
 
 
-def describe(corpus: Corpus, arm: str = "correct") -> dict:
-    """mean, median, p95, max (and min) of every quantity in QUANTITIES."""
-    lengths = sequence_lengths(corpus.column("stats"), arm)
+def describe(corpus: Corpus, arm: str = "correct", seed: int = 0, threads: int = 0) -> dict:
+    """mean, median, p95, max (and min) of every quantity in QUANTITIES under `arm`. For arms whose trace is not
+    the example's own A* trace, also how often that trace happens to be a valid A* trace for the problem
+    (``trace_valid_pct`` per verifier mode)."""
+    from .arms import arm_batches, check_arm
+
+    check_arm(arm)
+    stats = corpus.column("stats")
     out = {"examples": len(corpus), "arm": arm, "rows": corpus.rows, "cols": corpus.cols}
+    if arm not in ("correct", "none"):
+        from . import _core
+        from .verifier import MODES
+
+        valid = dict.fromkeys(MODES, 0)
+        for batch in arm_batches(corpus, arm, seed, threads=threads):
+            stats[batch.first:batch.first + len(batch), 1] = np.diff(batch.ops_offsets)
+            tokens, offsets, prompts = batch.tokens("correct", threads)
+            for mode in MODES:
+                verdicts = _core.verify_batch(batch.walls, corpus.rows, corpus.cols, batch.start, batch.goal,
+                                              tokens, offsets[:-1] + prompts, offsets[1:], mode, threads)
+                valid[mode] += int(verdicts["trace_valid"].sum())
+        out["arm_seed"] = seed
+        out["trace_valid_pct"] = {mode: 100.0 * k / len(corpus) for mode, k in valid.items()}
+    lengths = sequence_lengths(stats, "none" if arm == "none" else "correct")
     for name in QUANTITIES:
         v = lengths[name]
         out[name] = {"mean": float(v.mean()), "median": float(np.median(v)), "p95": float(np.percentile(v, 95)),
@@ -39,4 +59,7 @@ def format_table(summary: dict) -> str:
     for name in QUANTITIES:
         s = summary[name]
         lines.append(f"{name:<15}{s['mean']:>10.1f}{s['median']:>10.1f}{s['p95']:>10.1f}{s['max']:>10}{s['min']:>10}")
+    if "trace_valid_pct" in summary:
+        lines.append("trace valid for its problem: " + ", ".join(
+            f"{mode} {pct:.2f}%" for mode, pct in summary["trace_valid_pct"].items()))
     return "\n".join(lines)

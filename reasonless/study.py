@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arms import ARMS
 from .atomic import atomic_file
 from .corpus import TIE_BREAKS, Corpus, generate, subset
 from .vocab import check_grid_size
@@ -51,12 +52,6 @@ ALLOWED = {
     "arms": {"names", "seed"},
 }
 REQUIRED = {"train": {"generator", "count", "seed"}, "test": {"generator", "count", "seed"}, "arms": {"names"}}
-
-
-def _export_arms() -> tuple[str, ...]:
-    from . import interchange
-
-    return interchange.ARMS
 
 
 def load_study(path: str | os.PathLike) -> dict:
@@ -134,8 +129,8 @@ def load_study(path: str | os.PathLike) -> dict:
     if not isinstance(arm_names, list) or not arm_names or not all(isinstance(a, str) for a in arm_names):
         fail("[arms] names", "must be a non-empty list of arm names")
     for arm in arm_names:
-        if arm not in _export_arms():
-            fail("[arms] names", f"unknown arm {arm!r}; known: {', '.join(_export_arms())}")
+        if arm not in ARMS:
+            fail("[arms] names", f"unknown arm {arm!r}; known: {', '.join(ARMS)}")
     arm_seed = arms.get("seed", 0)
     if isinstance(arm_seed, bool) or not isinstance(arm_seed, int) or arm_seed < 0:
         fail("[arms] seed", f"must be an integer ≥ 0, got {arm_seed!r}")
@@ -188,7 +183,7 @@ def build_study(path: str | os.PathLike, out: str | os.PathLike, threads: int = 
     for arm in spec["arms"]["names"]:
         where = out / "arms" / arm
         if not (where / "meta.json").exists():
-            export_tokens(train, where, arm=arm, threads=threads, progress=progress)
+            export_tokens(train, where, arm=arm, seed=spec["arms"]["seed"], threads=threads, progress=progress)
         manifest["arm_data"][arm] = f"arms/{arm}"
 
     with atomic_file(out / "study.json", "w") as f:

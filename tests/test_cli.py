@@ -89,3 +89,19 @@ def test_a_full_disk_is_reported_and_leaves_nothing(tmp_path, capsys, monkeypatc
                        "--out", tmp_path / "c", "--quiet")
     assert code == 2 and "No space left on device" in err and "Traceback" not in err
     assert not any((tmp_path / "c").iterdir())
+
+
+def test_stats_of_a_corrupted_arm_reports_trace_validity(tmp_path, capsys):
+    assert run(capsys, "generate", "--generator", "kruskal", "--count", 200, "--rows", 10, "--cols", 10, "--out",
+               tmp_path / "c", "--quiet")[0] == 0
+    code, out, _ = run(capsys, "stats", tmp_path / "c", "--arm", "swapped", "--arm-seed", 2, "--json")
+    swapped = json.loads(out)
+    assert code == 0 and swapped["trace_valid_pct"]["strict"] < 5 and swapped["arm_seed"] == 2
+    code, out, _ = run(capsys, "stats", tmp_path / "c", "--arm", "other_algorithm:bfs")
+    assert code == 0 and "trace valid for its problem" in out
+    correct = json.loads(run(capsys, "stats", tmp_path / "c", "--json")[1])
+    assert "trace_valid_pct" not in correct
+    assert swapped["plan_cells"] == correct["plan_cells"] and swapped["prompt_tokens"] == correct["prompt_tokens"]
+    with pytest.raises(SystemExit) as exit_:  # argparse rejects it, listing the arms
+        main(["export", str(tmp_path / "c"), "--format", "jsonl", "--arm", "backwards", "--out", "x.jsonl"])
+    assert exit_.value.code == 2 and "invalid choice: 'backwards'" in capsys.readouterr().err

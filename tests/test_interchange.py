@@ -155,3 +155,34 @@ def test_stats_lengths_match_the_tokenizer(small):
     for q in ("prompt_tokens", "trace_tokens", "plan_tokens", "total_tokens", "operations", "plan_cells"):
         assert s[q]["min"] <= s[q]["median"] <= s[q]["p95"] <= s[q]["max"]
     assert s["trace_tokens"]["mean"] == pytest.approx(5 * s["operations"]["mean"])
+
+
+def test_every_arm_exports_as_jsonl_and_tokens(small, tmp_path):
+    from reasonless.arms import ARMS, arm_tokens, partner_indices
+
+    export_jsonl(small, tmp_path / "correct.jsonl")
+    own = texts(tmp_path / "correct.jsonl")
+    for arm in ARMS:
+        export_jsonl(small, tmp_path / "a.jsonl", arm=arm, seed=3)
+        texts_of = texts(tmp_path / "a.jsonl")
+        assert len(texts_of) == 250
+        for i in (0, 101, 249):  # problem and plan are always the example's own
+            assert texts_of[i].split(" reasoning ")[0] == own[i].split(" reasoning ")[0]
+            assert texts_of[i].split(" solution ")[1] == own[i].split(" solution ")[1]
+        meta = export_tokens(small, tmp_path / arm, arm=arm, seed=3)
+        tokens, offsets, prompts, _ = load_tokens(tmp_path / arm)
+        assert meta["tokens"] == len(tokens) == offsets[-1] and meta["arm_seed"] == 3
+        batch = next(small.batches(100))
+        expected, exp_offsets, exp_prompts = arm_tokens(small, batch, arm, seed=3)
+        assert np.array_equal(tokens[:offsets[100]], expected) and np.array_equal(prompts[:100], exp_prompts)
+        v = vocab_for(11, 9)
+        assert v.decode(tokens[offsets[7] + 1:offsets[8] - 1]) == texts_of[7]
+    export_jsonl(small, tmp_path / "s.jsonl", arm="swapped", seed=3)
+    partners = partner_indices(250, 3)
+    got = texts(tmp_path / "s.jsonl")
+
+    def trace(text):
+        return text.split(" reasoning ")[1].split(" solution ")[0]
+
+    for i in (0, 5, 200):
+        assert trace(got[i]) == trace(own[partners[i]]) != trace(own[i])

@@ -35,7 +35,8 @@ seed = 3
 params = { coverage = 0.6 }
 
 [arms]
-names = ["correct", "none"]
+names = ["correct", "none", "swapped"]
+seed = 4
 """
 
 
@@ -56,9 +57,9 @@ def test_build_keeps_test_mazes_out_of_training(tmp_path, capsys):
     # On a 5×5 grid kruskal has only a handful of layouts: most of the test suite repeats the training set.
     assert m["test_corpora"]["kruskal"]["removed_in_train"] > 100
     assert m["train"]["seed"] == 1 and m["test"][1]["params"]["coverage"] == 0.6
-    for arm in ("correct", "none"):
+    for arm in ("correct", "none", "swapped"):
         tokens, offsets, prompts, meta = load_tokens(tmp_path / "d" / "arms" / arm)
-        assert meta["arm"] == arm and len(offsets) == 401
+        assert meta["arm"] == arm and meta["arm_seed"] == 4 and len(offsets) == 401
     # Re-running resumes without remaking anything.
     again = build_study(tmp_path / "s.toml", tmp_path / "d")
     assert again["test_corpora"] == m["test_corpora"]
@@ -67,7 +68,8 @@ def test_build_keeps_test_mazes_out_of_training(tmp_path, capsys):
 @pytest.mark.parametrize("edit,message", [
     (("count = 400", "count = -3"), r"\[train\] count: must be at least 1"),
     (("seed = 2", "seed = 2\nsize = 9"), r"\[\[test\]\] #1 size: unknown key"),
-    (('names = ["correct", "none"]', 'names = ["correct", "backwards"]'), r"\[arms\] names: unknown arm 'backwards'"),
+    (('names = ["correct", "none", "swapped"]', 'names = ["correct", "backwards"]'),
+     r"\[arms\] names: unknown arm 'backwards'"),
     (('generator = "kruskal"\ncount = 150', 'generator = "prim"\ncount = 150'), r"\[\[test\]\] #1 generator"),
     (("coverage = 0.6", "coverage = 7"), r"\[\[test\]\] #2 generator/params: .*coverage"),
     (("rows = 5", "rows = 3"), r"\[study\] rows/cols"),
