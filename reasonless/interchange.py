@@ -106,6 +106,8 @@ def export_tokens(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", 
         meta = {"format": "reasonless-tokens", "format_version": 1, "arm": arm, "arm_seed": seed,
                 "rows": corpus.rows, "cols": corpus.cols, "vocab": corpus.vocab.to_json(), "examples": n,
                 "tokens": int(offsets[-1]), "corpus": str(Path(corpus.path).resolve()),
+                "loss_mask": "the response, tokens[offsets[i] + prompt_lengths[i]:offsets[i + 1]], from "
+                             "'reasoning' to <|eos|>",
                 "corpus_key": {k: corpus.manifest.get(k) for k in ("kind", "generator", "params", "seed",
                                                                   "tie_break", "count")}}
         np.save(tmp / "offsets.npy", offsets)
