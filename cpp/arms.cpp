@@ -3,26 +3,13 @@
 #include <algorithm>
 #include <cstring>
 
+#include "names.hpp"
+
 namespace reasonless {
 
-bool parse_arm_kind(std::string_view name, ArmKind* out) {
-  for (int i = 0; i < kNumArmKinds; ++i) {
-    if (name == kArmKindNames[i]) {
-      *out = static_cast<ArmKind>(i);
-      return true;
-    }
-  }
-  return false;
-}
+bool parse_arm_kind(std::string_view name, ArmKind* out) { return parse_enum_name(name, kArmKindNames, out); }
 
-std::string arm_kind_list() {
-  std::string s;
-  for (int i = 0; i < kNumArmKinds; ++i) {
-    if (i) s += ", ";
-    s += kArmKindNames[i];
-  }
-  return s;
-}
+std::string arm_kind_list() { return enum_name_list(kArmKindNames); }
 
 namespace {
 

@@ -2,26 +2,13 @@
 
 #include <utility>
 
+#include "names.hpp"
+
 namespace reasonless {
 
-bool parse_tie_policy(std::string_view name, TiePolicy* out) {
-  for (int i = 0; i < kNumTiePolicies; ++i) {
-    if (name == kTiePolicyNames[i]) {
-      *out = static_cast<TiePolicy>(i);
-      return true;
-    }
-  }
-  return false;
-}
+bool parse_tie_policy(std::string_view name, TiePolicy* out) { return parse_enum_name(name, kTiePolicyNames, out); }
 
-std::string tie_policy_list() {
-  std::string s;
-  for (int i = 0; i < kNumTiePolicies; ++i) {
-    if (i) s += ", ";
-    s += kTiePolicyNames[i];
-  }
-  return s;
-}
+std::string tie_policy_list() { return enum_name_list(kTiePolicyNames); }
 
 namespace {
 

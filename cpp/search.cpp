@@ -2,16 +2,12 @@
 
 #include <algorithm>
 
+#include "names.hpp"
+
 namespace reasonless {
 
 bool parse_search_algorithm(std::string_view name, SearchAlgorithm* out) {
-  for (int i = 0; i < kNumSearchAlgorithms; ++i) {
-    if (name == kSearchAlgorithmNames[i]) {
-      *out = static_cast<SearchAlgorithm>(i);
-      return true;
-    }
-  }
-  return false;
+  return parse_enum_name(name, kSearchAlgorithmNames, out);
 }
 
 // Every frontier entry comes from a create (at most 4 per close, one close per cell) or is the start.
