@@ -105,3 +105,16 @@ def test_stats_of_a_corrupted_arm_reports_trace_validity(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:  # argparse rejects it, listing the arms
         main(["export", str(tmp_path / "c"), "--format", "jsonl", "--arm", "backwards", "--out", "x.jsonl"])
     assert exit_.value.code == 2 and "invalid choice: 'backwards'" in capsys.readouterr().err
+
+
+def test_an_interrupted_generate_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    from reasonless import corpus
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(corpus, "write_shard", interrupted)
+    code, _, err = run(capsys, "generate", "--generator", "kruskal", "--count", 10, "--rows", 6, "--cols", 6,
+                       "--out", tmp_path / "c", "--quiet")
+    assert code == 130 and "re-run the same command to resume" in err
+    assert not list((tmp_path / "c").iterdir())
