@@ -37,6 +37,24 @@ first missing shard. To spread one corpus over machines, run part K of N on each
 --out or separate ones) and then `reasonless merge`.
 """
 
+TRAIN_EPILOG = """\
+The data is a token dir: `reasonless export CORPUS --format tokens --arm ARM --out DIR`, or a study's
+directory with --arm ARM (reads STUDY/arms/ARM/). A share of the examples (--val-fraction) is held out for
+the validation loss. Examples longer than --seq-len are skipped with a warning.
+
+The run directory gets metrics.jsonl (one JSON line per step: loss, lr, grad_norm, tokens_per_s, mfu on
+GPU, val_loss when evaluated), run.json, and checkpoints/step-NNNNNN/ (safetensors weights + JSON config,
+optimizer, data position and RNG state), keeping the newest --keep-last and the best by validation loss.
+After a crash, the same command with --resume continues from the newest checkpoint (bit-for-bit on CPU).
+
+Several processes: torchrun --nproc_per_node N -m reasonless train ... (DDP; gloo on CPU, NCCL on CUDA).
+The global batch is rows x seq_len x grad_accum x N tokens.
+
+example:
+  reasonless train --data study/arms/correct --preset tiny --out runs/tiny --steps 2000 --seq-len 2048 \\
+      --batch-tokens 16384 --lr 1e-3 --eval-every 200 --save-every 500
+"""
+
 
 def _params(pairs: list[str]) -> dict:
     params = {}
@@ -127,6 +145,38 @@ def cmd_dataset_build(args) -> None:
     for name, t in m["test_corpora"].items():
         print(f"  test {name}: {t['kept']:,} of {t['requested']:,} kept ({t['removed_in_train']} share a layout "
               f"with train, {t['removed_duplicates']} duplicates)")
+
+
+def cmd_train(args) -> None:
+    from .train import train
+
+    overrides = {}
+    for key, value in _params(args.model_param).items():
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            raise ValueError(f"--model-param {key}={value!r}: value must be a number") from None
+    grid = None
+    if args.grid:
+        try:
+            r, c = (int(v) for v in args.grid.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--grid {args.grid!r}: expected ROWSxCOLS, e.g. 30x30") from None
+        grid = (r, c)
+    result = train(args.data, args.out, arm=args.arm, preset=args.preset, model_overrides=overrides or None,
+                   steps=args.steps, epochs=args.epochs, seq_len=args.seq_len, batch_tokens=args.batch_tokens,
+                   rows=args.rows, lr=args.lr, warmup=args.warmup, min_lr_ratio=args.min_lr_ratio,
+                   weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum,
+                   seed=args.seed, eval_every=args.eval_every, eval_batches=args.eval_batches,
+                   val_fraction=args.val_fraction, save_every=args.save_every, keep_last=args.keep_last,
+                   compile=args.compile, resume=args.resume, device=args.device, attn_backend=args.attn_backend,
+                   expect_grid=grid, progress=not args.quiet)
+    if not args.quiet and result["losses"]:
+        val = result["val_loss"]
+        final = result["losses"][-1]
+        print(f"trained steps {result['start_step']}..{result['steps']}: final loss {final:.4f}"
+              + (f", val loss {val:.4f}" if val is not None else "")
+              + f"; checkpoint {result['checkpoint']}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +282,42 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_dataset_build)
+    t = sub.add_parser("train", help="train a model from scratch on an arm's token streams",
+                       description="Train a Qwen2-style decoder from scratch on packed token streams.",
+                       epilog=TRAIN_EPILOG, formatter_class=fmt)
+    t.add_argument("--data", required=True, help="token dir, or a study directory together with --arm")
+    t.add_argument("--arm", default=None, help="arm to read from a study directory (DATA/arms/ARM)")
+    t.add_argument("--preset", required=True, help="model preset: tiny, small or paper")
+    t.add_argument("--model-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the preset, e.g. n_layer=2 (repeatable)")
+    t.add_argument("--out", required=True, help="run directory (metrics, checkpoints)")
+    length = t.add_mutually_exclusive_group(required=True)
+    length.add_argument("--steps", type=int, help="optimizer steps")
+    length.add_argument("--epochs", type=float, help="passes over the training split")
+    t.add_argument("--seq-len", type=int, default=1024, help="tokens per packed row (default 1024)")
+    size = t.add_mutually_exclusive_group()
+    size.add_argument("--batch-tokens", type=int, help="tokens per micro-batch and process (rows = T // seq-len)")
+    size.add_argument("--rows", type=int, help="rows per micro-batch and process (default 1)")
+    t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
+    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    t.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default 100)")
+    t.add_argument("--min-lr-ratio", type=float, default=0.1, help="final lr / peak lr of the cosine (default 0.1)")
+    t.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay of matrices (default 0.1)")
+    t.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm, 0 = off (default 1.0)")
+    t.add_argument("--seed", type=int, default=0, help="initialization and shuffling seed (default 0)")
+    t.add_argument("--eval-every", type=int, default=0, help="validation every N steps (default: only at the end)")
+    t.add_argument("--eval-batches", type=int, default=8, help="validation batches (default 8)")
+    t.add_argument("--val-fraction", type=float, default=0.02, help="share held out for validation (default 0.02)")
+    t.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (default: only at the end)")
+    t.add_argument("--keep-last", type=int, default=2, help="checkpoints kept besides the best (default 2)")
+    t.add_argument("--grid", default=None, metavar="RxC", help="refuse data of another grid size, e.g. 30x30")
+    t.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    t.add_argument("--attn-backend", default="auto", choices=["auto", "torch", "triton"],
+                   help="attention implementation (auto: triton on CUDA when available, else torch)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress lines")
+    t.set_defaults(func=cmd_train)
     return p
 
 
