@@ -159,12 +159,8 @@ void copy_op_spans(const py::array& src_obj, const py::object& src_begin_obj, co
 
 void bind_arms(py::module_& m) {
   using namespace reasonless;
-  py::tuple names(kNumArmKinds);
-  for (int i = 0; i < kNumArmKinds; ++i) names[i] = py::str(kArmKindNames[i]);
-  m.attr("ARM_OPS_ARMS") = names;
-  py::tuple algos(kNumSearchAlgorithms);
-  for (int i = 0; i < kNumSearchAlgorithms; ++i) algos[i] = py::str(kSearchAlgorithmNames[i]);
-  m.attr("SEARCH_ALGORITHMS") = algos;
+  m.attr("ARM_OPS_ARMS") = name_tuple(kArmKindNames);
+  m.attr("SEARCH_ALGORITHMS") = name_tuple(kSearchAlgorithmNames);
 
   m.def("arm_ops_batch", &arm_ops_batch, py::arg("arm"), py::arg("walls"), py::arg("rows"), py::arg("cols"),
         py::arg("start"), py::arg("goal"), py::arg("ops"), py::arg("ops_offsets"), py::arg("instance_ids"),

@@ -170,9 +170,7 @@ py::tuple astar_one(const py::object& walls_obj, const py::object& start_obj, co
 
 void bind_astar(py::module_& m) {
   using namespace reasonless;
-  py::tuple names(kNumTiePolicies);
-  for (int i = 0; i < kNumTiePolicies; ++i) names[i] = py::str(kTiePolicyNames[i]);
-  m.attr("ASTAR_POLICIES") = names;
+  m.attr("ASTAR_POLICIES") = name_tuple(kTiePolicyNames);
 
   m.def("astar_batch", &astar_batch, py::arg("walls"), py::arg("rows"), py::arg("cols"), py::arg("start"),
         py::arg("goal"), py::arg("policy") = "fifo", py::arg("seed") = 0, py::arg("instance_ids") = py::none(),

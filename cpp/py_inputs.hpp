@@ -101,4 +101,12 @@ inline uint64_t seed_bits(const py::object& seed) {
   return static_cast<uint64_t>(v);
 }
 
+// The names of an enum's values (its name table), as a Python tuple.
+template <int N>
+py::tuple name_tuple(const char* const (&names)[N]) {
+  py::tuple t(N);
+  for (int i = 0; i < N; ++i) t[i] = py::str(names[i]);
+  return t;
+}
+
 }  // namespace reasonless
