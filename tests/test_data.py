@@ -8,19 +8,15 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from reasonless.corpus import generate
 from reasonless.data import IGNORE_INDEX, PackedLoader, pack_rows, split_indices
-from reasonless.interchange import export_tokens, load_tokens
+from reasonless.interchange import load_tokens
 
 SEQ = 512
 
 
 @pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("data")
-    corpus = generate(tmp / "c", "kruskal", 300, rows=8, cols=8, seed=1)
-    export_tokens(corpus, tmp / "tok", arm="correct")
-    return tmp / "tok"
+def tok(tmp_path_factory, make_token_dir):
+    return make_token_dir(tmp_path_factory.mktemp("data"), 300)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,6 @@ import torch
 
 from reasonless import checkpoint as ck
 from reasonless.cli import main
-from reasonless.corpus import generate
-from reasonless.interchange import export_tokens
 from reasonless.train import lr_at, train
 
 # A model small enough that a step takes milliseconds on 2 cores.
@@ -20,19 +18,13 @@ SMALL = dict(n_layer=2, d_model=64, n_head=4, n_kv_head=2, d_ff=128)
 
 
 @pytest.fixture(scope="module")
-def tokens64(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train")
-    corpus = generate(tmp / "c", "kruskal", 64, rows=8, cols=8, seed=1)
-    export_tokens(corpus, tmp / "tok", arm="correct")
-    return tmp / "tok"
+def tokens64(tmp_path_factory, make_token_dir):
+    return make_token_dir(tmp_path_factory.mktemp("train"), 64)
 
 
 @pytest.fixture(scope="module")
-def tokens10x10(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train10")
-    corpus = generate(tmp / "c", "kruskal", 16, rows=10, cols=10, seed=1)
-    export_tokens(corpus, tmp / "tok", arm="correct")
-    return tmp / "tok"
+def tokens10x10(tmp_path_factory, make_token_dir):
+    return make_token_dir(tmp_path_factory.mktemp("train10"), 16, rows=10, cols=10)
 
 
 def _run(data, out, **kw):
@@ -130,10 +122,8 @@ def test_safetensors_rejects_malformed_files(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tokens5(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train5")
-    export_tokens(generate(tmp / "c", "kruskal", 5, rows=8, cols=8, seed=1), tmp / "tok", arm="correct")
-    return tmp / "tok"
+def tokens5(tmp_path_factory, make_token_dir):
+    return make_token_dir(tmp_path_factory.mktemp("train5"), 5)
 
 
 def test_tiny_model_overfits(tokens5, tmp_path):
