@@ -1,5 +1,13 @@
 """Fixtures shared by the test modules."""
+import os
+
 import pytest
+import torch
+
+# Without a GPU the Triton kernels run in Triton's CPU interpreter. The switch is read when a kernel is
+# decorated, so it must be set before any test module imports reasonless.kernels.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from reasonless.corpus import generate
 from reasonless.interchange import export_tokens
