@@ -55,6 +55,14 @@ example:
       --batch-tokens 16384 --lr 1e-3 --eval-every 200 --save-every 500
 """
 
+EXPORT_HF_EPILOG = """\
+use:
+  reasonless export-hf runs/tiny --out hf/tiny
+  python -c "from transformers import AutoModelForCausalLM as M, AutoTokenizer as T; \\
+      m = M.from_pretrained('hf/tiny'); t = T.from_pretrained('hf/tiny')"
+  vllm serve hf/tiny        # prompts: the text before `reasoning`; <|bos|> is added by the tokenizer
+"""
+
 
 def _params(pairs: list[str]) -> dict:
     params = {}
@@ -177,6 +185,16 @@ def cmd_train(args) -> None:
         print(f"trained steps {result['start_step']}..{result['steps']}: final loss {final:.4f}"
               + (f", val loss {val:.4f}" if val is not None else "")
               + f"; checkpoint {result['checkpoint']}", file=sys.stderr)
+
+
+def cmd_export_hf(args) -> None:
+    from .export_hf import export_checkpoint
+
+    out = export_checkpoint(args.run, args.out, checkpoint=args.checkpoint, dtype=args.dtype, force=args.force)
+    info = json.loads((out / "reasonless.json").read_text())
+    src = info["source"]
+    print(f"{out}: Qwen2ForCausalLM ({args.dtype}, {info['grid']['rows']}x{info['grid']['cols']} vocabulary of "
+          f"{info['vocab']['size']}) from {src['checkpoint']} (step {src['step']}, {src['selected_by']})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -318,6 +336,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     t.add_argument("--quiet", action="store_true", help="no progress lines")
     t.set_defaults(func=cmd_train)
+
+
+    x = sub.add_parser("export-hf", help="export a trained run as a Hugging Face Qwen2 model (transformers, vLLM)",
+                       description="Write a directory that transformers (AutoModelForCausalLM, AutoTokenizer) and "
+                                   "vLLM load as\nQwen2ForCausalLM: config.json, model.safetensors (tied head), a "
+                                   "word-level tokenizer.json that\nadds <|bos|> like training did, "
+                                   "generation_config.json (stops at `end` or <|eos|>) and\nreasonless.json (the "
+                                   "source checkpoint, step, grid and vocabulary). Written under a temporary\n"
+                                   "name and renamed, so an interrupted export leaves nothing behind.",
+                       epilog=EXPORT_HF_EPILOG, formatter_class=fmt)
+    x.add_argument("run", help="run directory (from `reasonless train`) or a checkpoint directory")
+    x.add_argument("--out", required=True, help="directory to write (must be empty or absent unless --force)")
+    x.add_argument("--checkpoint", default="best", metavar="best|latest|PATH",
+                   help="which checkpoint of the run: best (lowest validation loss; the newest if none was "
+                        "evaluated), latest, or a checkpoint path (default best)")
+    x.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="dtype of the exported weights (default float32)")
+    x.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    x.set_defaults(func=cmd_export_hf)
     return p
 
 
