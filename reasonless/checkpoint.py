@@ -305,3 +305,35 @@ def best_checkpoint(run_dir: str | os.PathLike) -> Path | None:
         if isinstance(v, (int, float)) and math.isfinite(v) and (best is None or v < best[0]):
             best = (v, c)
     return best[1] if best else None
+
+
+CHECKPOINT_CHOICES = ("best", "latest")
+
+
+def resolve_checkpoint(path, which: str = "best") -> tuple[Path, str]:
+    """The checkpoint directory meant by ``path`` and ``which``, and how it was chosen.
+
+    ``path`` is a checkpoint directory (holding model.safetensors) or a run directory; for a run,
+    ``which`` is "best" (lowest validation loss; the newest when no checkpoint has one), "latest", or a
+    checkpoint path (absolute, or relative to the run or to the current directory)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such run or checkpoint directory")
+    if which not in CHECKPOINT_CHOICES:
+        for cand in (Path(which), path / which, path / CHECKPOINT_DIR / which):
+            if (cand / "model.safetensors").is_file():
+                return cand, "path"
+        raise ValueError(f"--checkpoint {which}: not a checkpoint directory (no model.safetensors there, in "
+                         f"{path} or in {path / CHECKPOINT_DIR}); use best, latest or a checkpoint path")
+    if (path / "model.safetensors").is_file():
+        return path, "path"
+    ckpts = list_checkpoints(path)
+    if not ckpts:
+        raise ValueError(f"{path}: no checkpoints (expected {CHECKPOINT_DIR}/step-NNNNNN/ with "
+                         f"model.safetensors, or a checkpoint directory itself); has the run saved one yet?")
+    if which == "best":
+        best = best_checkpoint(path)
+        if best is not None:
+            return best, "best validation loss"
+        return ckpts[-1], "latest (no checkpoint has a validation loss)"
+    return ckpts[-1], "latest"

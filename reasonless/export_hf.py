@@ -37,7 +37,6 @@ from .model import Model, ModelConfig
 from .vocab import BOS, END, EOS, KEYWORDS, PAD, SPECIALS, UNK, Vocab
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CHECKPOINT_CHOICES = ("best", "latest")
 PREFIX = "model."
 
 
@@ -275,43 +274,15 @@ def _export(config: ModelConfig, state: dict, vocab: Vocab, out_dir: Path, dtype
     return out_dir
 
 
-def resolve_checkpoint(path, which: str = "best") -> tuple[Path, str]:
-    """The checkpoint directory meant by ``path`` and ``which``, and how it was chosen.
-
-    ``path`` is a checkpoint directory (holding model.safetensors) or a run directory; for a run,
-    ``which`` is "best" (lowest validation loss; the newest when no checkpoint has one), "latest", or a
-    checkpoint path (absolute, or relative to the run or to the current directory)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such run or checkpoint directory")
-    if which not in CHECKPOINT_CHOICES:
-        for cand in (Path(which), path / which, path / ckpt_io.CHECKPOINT_DIR / which):
-            if (cand / "model.safetensors").is_file():
-                return cand, "path"
-        raise ValueError(f"--checkpoint {which}: not a checkpoint directory (no model.safetensors there, in "
-                         f"{path} or in {path / ckpt_io.CHECKPOINT_DIR}); use best, latest or a checkpoint path")
-    if (path / "model.safetensors").is_file():
-        return path, "path"
-    ckpts = ckpt_io.list_checkpoints(path)
-    if not ckpts:
-        raise ValueError(f"{path}: no checkpoints (expected {ckpt_io.CHECKPOINT_DIR}/step-NNNNNN/ with "
-                         f"model.safetensors, or a checkpoint directory itself); has the run saved one yet?")
-    if which == "best":
-        best = ckpt_io.best_checkpoint(path)
-        if best is not None:
-            return best, "best validation loss"
-        return ckpts[-1], "latest (no checkpoint has a validation loss)"
-    return ckpts[-1], "latest"
-
-
 def export_checkpoint(path, out_dir, *, checkpoint: str = "best", dtype="float32", force: bool = False,
                       vocab: Vocab | None = None) -> Path:
-    """Exports a run directory's checkpoint (see :func:`resolve_checkpoint`) or a checkpoint directory.
+    """Exports a checkpoint directory, or a run directory's checkpoint chosen by ``checkpoint`` (see
+    :func:`reasonless.checkpoint.resolve_checkpoint`).
 
     The grid, hence the vocabulary, comes from the checkpoint's trainer.json (``data.grid``); pass
     ``vocab`` for checkpoints that do not record it."""
     path = Path(path)
-    ckpt, how = resolve_checkpoint(path, checkpoint)
+    ckpt, how = ckpt_io.resolve_checkpoint(path, checkpoint)
     try:
         raw_config = json.loads((ckpt / "config.json").read_text())
         config = ModelConfig.from_dict(raw_config)

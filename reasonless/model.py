@@ -13,12 +13,19 @@ what it would compute alone.
 
 All attention goes through :func:`attention`, which dispatches on ``backend``: ``"torch"`` (exact
 reference, any device) or ``"triton"`` (the CUDA kernels of ``reasonless.kernels``, imported only when
-asked for).
+asked for). :func:`default_attn_backend` picks one at run time (``REASONLESS_ATTN`` overrides it).
+
+Generation (``reasonless.sample``) runs the same layers against a :class:`KVCache`: :meth:`Model.prefill`
+pushes packed prompts through the normal packed forward while the cache keeps every layer's keys and
+values, then :meth:`Model.decode` feeds one token per cache row and attends over the cache
+(:func:`decode_attention`, or :func:`decode_attention_prefix_shared` when rows of a group share one
+prompt's cache).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -201,12 +208,298 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: tor
     return fn(q, k, v, cu_seqlens, max_seqlen)
 
 
+ATTN_ENV = "REASONLESS_ATTN"
+
+
+def _triton_import_error(decode: bool = False) -> Optional[str]:
+    """None when the Triton kernels (and, with ``decode``, the decode kernels) import, else why not."""
+    try:
+        from reasonless.kernels import varlen_attention  # noqa: F401
+        if decode:
+            from reasonless.kernels import decode_attn, decode_attn_prefix_shared  # noqa: F401
+    except ImportError as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def default_attn_backend(device=None, *, decode: bool = False) -> str:
+    """The attention backend for a model on ``device`` (default: CUDA when available, else CPU).
+
+    "triton" on CUDA when ``reasonless.kernels`` provides the kernels (with ``decode``, the decode
+    kernels too), "torch" otherwise. The environment variable ``REASONLESS_ATTN`` (torch, triton or
+    auto) overrides the choice; forcing triton where it cannot run raises instead of falling back."""
+    device = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    raw = os.environ.get(ATTN_ENV, "")
+    forced = raw.strip().lower()
+    if forced not in ("", "auto", *ATTENTION_BACKENDS):
+        raise ValueError(f"{ATTN_ENV}={raw!r}: must be one of {', '.join(ATTENTION_BACKENDS)} or auto")
+    if forced == "torch":
+        return "torch"
+    if forced == "triton":
+        if device.type != "cuda" or not torch.cuda.is_available():
+            raise RuntimeError(f"{ATTN_ENV}=triton needs a CUDA device, but the model runs on {device}; "
+                               f"unset it or use {ATTN_ENV}=torch")
+        error = _triton_import_error(decode)
+        if error is not None:
+            raise RuntimeError(f"{ATTN_ENV}=triton: the Triton kernels are not available ({error})")
+        return "triton"
+    if device.type == "cuda" and _triton_import_error(decode) is None:
+        return "triton"
+    return "torch"
+
+
 def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, total_tokens: int) -> torch.Tensor:
     """Position of every packed token within its example (restarting at 0), int64 (total_tokens,)."""
     cu = cu_seqlens.to(torch.int64)
     lengths = cu[1:] - cu[:-1]
     starts = torch.repeat_interleave(cu[:-1], lengths, output_size=total_tokens)
     return torch.arange(total_tokens, device=cu.device) - starts
+
+
+# --------------------------------------------------------------------------------------------------
+# Decode attention: one new query per sequence against a key/value cache
+
+
+def _masked_attention(q, k, v, lengths, scale):
+    """Attention of ``q`` (N, Hkv, M, D) — M queries per KV head of sequence n — over keys ``k``, ``v``
+    (N, S, Hkv, D) of which positions [0, lengths[n]) count. Returns the output (N, Hkv, M, D) and the
+    log-sum-exp of the scores (N, Hkv, M), both in float32 or wider; a sequence with no key gives
+    output 0 and log-sum-exp −inf, so that it weighs nothing when parts are merged."""
+    work = torch.promote_types(q.dtype, torch.float32)
+    s_max = k.shape[1]
+    q, k, v = q.to(work), k.to(work), v.to(work)
+    # One KV head at a time: k[:, :, h] is a plain strided matrix per sequence that BLAS reads in place,
+    # where a matmul over all heads would first copy the cache into another layout.
+    heads = range(k.shape[2])
+    scores = torch.stack([torch.matmul(q[:, h], k[:, :, h].transpose(1, 2)) for h in heads], 1) * scale
+    valid = torch.arange(s_max, device=q.device)[None, :] < lengths.to(torch.int64)[:, None]
+    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    peak = scores.amax(-1, keepdim=True)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    p = torch.exp(scores - peak)
+    total = p.sum(-1, keepdim=True)
+    out = torch.stack([torch.matmul(p[:, h], v[:, :, h]) for h in heads], 1) / total.clamp_min(torch.finfo(work).tiny)
+    return out, (total.log() + peak).squeeze(-1)
+
+
+def _check_decode_shapes(q, k_cache, v_cache, cache_seqlens):
+    if q.dim() != 3 or k_cache.dim() != 4 or k_cache.shape != v_cache.shape or k_cache.shape[0] != q.shape[0] \
+            or k_cache.shape[3] != q.shape[2]:
+        raise ValueError(f"decode attention: q must be (B, Hq, D) and k_cache, v_cache (B, S, Hkv, D); got "
+                         f"{tuple(q.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
+    if q.shape[1] % k_cache.shape[2]:
+        raise ValueError(f"decode attention: Hq={q.shape[1]} is not a multiple of Hkv={k_cache.shape[2]}")
+    if cache_seqlens.dtype != torch.int32 or cache_seqlens.shape != (q.shape[0],):
+        raise ValueError(f"decode attention: cache_seqlens must be int32 ({q.shape[0]},); got "
+                         f"{cache_seqlens.dtype} {tuple(cache_seqlens.shape)}")
+
+
+def _triton_decode_kernels(q):
+    if not torch.cuda.is_available() or not q.is_cuda:
+        raise RuntimeError("attention backend 'triton' needs CUDA tensors on a CUDA machine; "
+                           "use backend='torch' on CPU")
+    try:
+        from reasonless.kernels import decode_attn, decode_attn_prefix_shared  # lazy, as for training
+    except ImportError as exc:
+        raise RuntimeError(f"attention backend 'triton' has no decode kernels ({exc}); "
+                           "they come from reasonless.kernels.decode") from exc
+    return decode_attn, decode_attn_prefix_shared
+
+
+def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cache_seqlens: torch.Tensor,
+                     backend: str = "torch") -> torch.Tensor:
+    """One query token per sequence against its cache.
+
+    ``q``: (B, Hq, D); ``k_cache``, ``v_cache``: (B, S, Hkv, D) (views of a larger cache are fine);
+    ``cache_seqlens``: int32 (B,), sequence b attends to cache positions [0, cache_seqlens[b]) (its own
+    new key already written at cache_seqlens[b]-1). Query head h reads KV head h // (Hq/Hkv).
+    Returns (B, Hq, D) in q's dtype."""
+    _check_decode_shapes(q, k_cache, v_cache, cache_seqlens)
+    scale = 1.0 / math.sqrt(q.shape[2])
+    if backend == "triton":
+        decode_attn, _ = _triton_decode_kernels(q)
+        return decode_attn(q, k_cache, v_cache, cache_seqlens, sm_scale=scale)
+    if backend != "torch":
+        raise ValueError(f"unknown attention backend {backend!r}; backends are: {', '.join(ATTENTION_BACKENDS)}")
+    b, hq, d = q.shape
+    hkv = k_cache.shape[2]
+    out, _ = _masked_attention(q.view(b, hkv, hq // hkv, d), k_cache, v_cache, cache_seqlens, scale)
+    return out.reshape(b, hq, d).to(q.dtype)
+
+
+def decode_attention_prefix_shared(q: torch.Tensor, prefix_k: torch.Tensor, prefix_v: torch.Tensor,
+                                   prefix_seqlens: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                                   cache_seqlens: torch.Tensor, group_size: int, backend: str = "torch") -> torch.Tensor:
+    """:func:`decode_attention` for groups of sequences that continue one shared prompt.
+
+    ``q``: (B, Hq, D) with B = n_groups·group_size, sequence b in group b // group_size;
+    ``prefix_k``, ``prefix_v``: (n_groups, P, Hkv, D), the group's prompt (stored once), of which
+    [0, prefix_seqlens[g]) counts; ``k_cache``, ``v_cache``: (B, S, Hkv, D), each sequence's own tokens
+    after the prompt, [0, cache_seqlens[b]) counting (0 allowed). The torch path attends to both parts
+    separately and merges them by their log-sum-exp, so the prompt is neither copied nor repeated."""
+    _check_decode_shapes(q, k_cache, v_cache, cache_seqlens)
+    b, hq, d = q.shape
+    n_groups = prefix_k.shape[0]
+    if group_size < 1 or n_groups * group_size != b or prefix_k.shape != prefix_v.shape or prefix_k.dim() != 4 \
+            or prefix_k.shape[2:] != k_cache.shape[2:]:
+        raise ValueError(f"prefix-shared decode attention: q {tuple(q.shape)}, prefix {tuple(prefix_k.shape)}, "
+                         f"cache {tuple(k_cache.shape)}, group_size {group_size} do not fit (B = n_groups·group_size)")
+    if prefix_seqlens.dtype != torch.int32 or prefix_seqlens.shape != (n_groups,):
+        raise ValueError(f"prefix_seqlens must be int32 ({n_groups},); got {prefix_seqlens.dtype} "
+                         f"{tuple(prefix_seqlens.shape)}")
+    scale = 1.0 / math.sqrt(d)
+    if backend == "triton":
+        _, shared = _triton_decode_kernels(q)
+        return shared(q, prefix_k, prefix_v, prefix_seqlens, k_cache, v_cache, cache_seqlens, group_size,
+                      sm_scale=scale)
+    if backend != "torch":
+        raise ValueError(f"unknown attention backend {backend!r}; backends are: {', '.join(ATTENTION_BACKENDS)}")
+    hkv = k_cache.shape[2]
+    rep = hq // hkv
+    # A group's queries, all its samples' heads side by side, against the prompt stored once.
+    qg = q.view(n_groups, group_size, hkv, rep, d).permute(0, 2, 1, 3, 4).reshape(n_groups, hkv, group_size * rep, d)
+    out_p, lse_p = _masked_attention(qg, prefix_k, prefix_v, prefix_seqlens, scale)
+    out_p = out_p.view(n_groups, hkv, group_size, rep, d).permute(0, 2, 1, 3, 4).reshape(b, hkv, rep, d)
+    lse_p = lse_p.view(n_groups, hkv, group_size, rep).permute(0, 2, 1, 3).reshape(b, hkv, rep)
+    out_c, lse_c = _masked_attention(q.view(b, hkv, rep, d), k_cache, v_cache, cache_seqlens, scale)
+    peak = torch.maximum(lse_p, lse_c)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    w_p, w_c = torch.exp(lse_p - peak)[..., None], torch.exp(lse_c - peak)[..., None]
+    out = (w_p * out_p + w_c * out_c) / (w_p + w_c).clamp_min(torch.finfo(out_p.dtype).tiny)
+    return out.reshape(b, hq, d).to(q.dtype)
+
+
+class KVCache:
+    """Static key/value cache of a decoding batch: per layer, (B, S, Hkv, D) keys and values.
+
+    Row b holds ``lengths[b]`` tokens. :meth:`Model.prefill` fills rows 0..n-1 with n packed prompts;
+    :meth:`Model.decode` then writes one token per row at ``lengths[b]`` and attends over the row.
+
+    With ``group_size`` G, the cache serves groups of G rows that continue one shared prompt: the
+    prompts (one per group) go to a prefix store (n_groups, prefix_len, Hkv, D) written once by
+    :meth:`Model.prefill`, and each row's own store holds only the tokens after its prompt, so a row's
+    next RoPE position is its group's prompt length plus its own length.
+
+    The cache takes over attention in the layers (:meth:`attend`), so the model itself stays the
+    packed-sequence model it is in training."""
+
+    def __init__(self, config: ModelConfig, batch: int, max_len: int, *, device=None, dtype=torch.float32,
+                 group_size: Optional[int] = None, prefix_len: int = 0):
+        if batch < 1 or max_len < 1:
+            raise ValueError(f"KVCache: batch={batch} and max_len={max_len} must be positive")
+        shape = (config.n_layer, batch, max_len, config.n_kv_head, config.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.lengths = torch.zeros(batch, device=device, dtype=torch.int32)
+        self.max_length = 0  # an upper bound of lengths, on the host: how much of the cache attention reads
+        self.group_size = group_size
+        self.prefix_k = self.prefix_v = self.prefix_lengths = None
+        if group_size is not None:
+            if group_size < 1 or batch % group_size or prefix_len < 1:
+                raise ValueError(f"KVCache: batch={batch} must be a multiple of group_size={group_size} "
+                                 f"and prefix_len={prefix_len} positive")
+            pshape = (config.n_layer, batch // group_size, prefix_len, config.n_kv_head, config.head_dim)
+            self.prefix_k = torch.zeros(pshape, device=device, dtype=dtype)
+            self.prefix_v = torch.zeros(pshape, device=device, dtype=dtype)
+            self.prefix_lengths = torch.zeros(batch // group_size, device=device, dtype=torch.int32)
+        self._mode = None
+        self._dest = None  # prefill: (slot, position) of every packed token; decode: (row, position)
+        self._seqlens = None
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    # Phases, driven by Model.prefill and Model.decode
+
+    def begin_prefill(self, cu_seqlens: torch.Tensor, bounds: list[int]) -> None:
+        """Packed example i goes to row i (or, with groups, to group i's prefix), starting at position 0."""
+        n = len(bounds) - 1
+        slots = self.k.shape[1] if self.group_size is None else self.prefix_k.shape[1]
+        room = self.k.shape[2] if self.group_size is None else self.prefix_k.shape[2]
+        lengths = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+        if n > slots or max(lengths, default=0) > room:
+            raise ValueError(f"KVCache: {n} prompts of up to {max(lengths, default=0)} tokens do not fit "
+                             f"{slots} slots of {room} positions")
+        device = self.k.device
+        lens = torch.tensor(lengths, dtype=torch.int64, device=device)
+        slot = torch.repeat_interleave(torch.arange(n, device=device), lens, output_size=bounds[-1])
+        self._dest = (slot, positions_from_cu_seqlens(cu_seqlens.to(device), bounds[-1]))
+        target = self.lengths if self.group_size is None else self.prefix_lengths
+        target.zero_()
+        target[:n] = lens.to(torch.int32)
+        if self.group_size is None:
+            self.max_length = max(lengths, default=0)
+        else:
+            self.lengths.zero_()
+            self.max_length = 0
+        self._mode = "prefill"
+
+    def begin_decode(self) -> torch.Tensor:
+        """Starts a decode step; returns the RoPE position of each row's new token, int64 (B,)."""
+        rows = torch.arange(self.batch, device=self.k.device)
+        self._dest = (rows, self.lengths.to(torch.int64))
+        self._seqlens = self.lengths + 1
+        self._mode = "decode"
+        positions = self.lengths.to(torch.int64)
+        if self.group_size is not None:
+            positions = positions + self.prefix_lengths.to(torch.int64).repeat_interleave(self.group_size)
+        return positions
+
+    def end_decode(self, advance: Optional[torch.Tensor] = None) -> None:
+        """Keeps the step's token in the rows where ``advance`` (bool (B,), default all) is set; the other
+        rows leave their length as it was, so their next step overwrites the same position."""
+        self.lengths = self._seqlens if advance is None else torch.where(advance, self._seqlens, self.lengths)
+        # A cheap bound without a host sync; the caller keeps every row within the cache.
+        self.max_length = min(self.max_length + 1, self.k.shape[2])
+        self._mode = self._dest = self._seqlens = None
+
+    def end_prefill(self) -> None:
+        self._mode = self._dest = None
+
+    def abort_decode(self) -> None:
+        """Leaves the cache as before a decode step that failed half-way (lengths unchanged; the positions
+        written are rewritten by the next step)."""
+        self._mode = self._dest = self._seqlens = None
+
+    def attend(self, layer: int, q, k, v, cu_seqlens, max_seqlen, backend: str) -> torch.Tensor:
+        """Attention of one layer in the current phase; stores the layer's new keys and values."""
+        if self._mode == "prefill":
+            store_k, store_v = (self.k, self.v) if self.group_size is None else (self.prefix_k, self.prefix_v)
+            store_k[layer][self._dest] = k.to(store_k.dtype)
+            store_v[layer][self._dest] = v.to(store_v.dtype)
+            return attention(q, k, v, cu_seqlens, max_seqlen, backend=backend)
+        if self._mode != "decode":
+            raise RuntimeError("KVCache.attend outside Model.prefill / Model.decode")
+        self.k[layer][self._dest] = k.to(self.k.dtype)
+        self.v[layer][self._dest] = v.to(self.v.dtype)
+        # Read only the filled part of the cache: the rest would be masked anyway.
+        upto = min(self.max_length + 1, self.k.shape[2])
+        kc, vc = self.k[layer][:, :upto], self.v[layer][:, :upto]
+        q = q.to(kc.dtype)
+        if self.group_size is None:
+            return decode_attention(q, kc, vc, self._seqlens, backend=backend)
+        return decode_attention_prefix_shared(q, self.prefix_k[layer], self.prefix_v[layer], self.prefix_lengths,
+                                              kc, vc, self._seqlens, self.group_size, backend=backend)
+
+    # Dropping finished rows
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Keeps only rows ``index`` (int64, in that order), or with groups only the groups ``index``
+        (all their rows). Copies the kept part of the cache: worth it once many rows are done."""
+        if self._mode is not None:
+            raise RuntimeError("KVCache.keep in the middle of a step")
+        index = index.to(self.k.device)
+        if self.group_size is not None:
+            self.prefix_k = self.prefix_k.index_select(1, index)
+            self.prefix_v = self.prefix_v.index_select(1, index)
+            self.prefix_lengths = self.prefix_lengths.index_select(0, index)
+            g = self.group_size
+            index = (index[:, None] * g + torch.arange(g, device=index.device)[None, :]).reshape(-1)
+        self.k = self.k.index_select(1, index)
+        self.v = self.v.index_select(1, index)
+        self.lengths = self.lengths.index_select(0, index)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,8 +541,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, layer_idx: int = 0):
         super().__init__()
+        self.layer_idx = layer_idx  # which layer of a KVCache is this one's
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
         d = config.d_model
         self.q_proj = nn.Linear(d, self.n_head * self.head_dim, bias=True)
@@ -257,13 +551,16 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, self.n_kv_head * self.head_dim, bias=True)
         self.o_proj = nn.Linear(self.n_head * self.head_dim, d, bias=False)
 
-    def forward(self, x, cos, sin, cu_seqlens, max_seqlen, backend):
+    def forward(self, x, cos, sin, cu_seqlens, max_seqlen, backend, cache=None):
         t = x.shape[0]
         q = self.q_proj(x).view(t, self.n_head, self.head_dim)
         k = self.k_proj(x).view(t, self.n_kv_head, self.head_dim)
         v = self.v_proj(x).view(t, self.n_kv_head, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = attention(q, k, v, cu_seqlens, max_seqlen, backend=backend)
+        if cache is None:
+            y = attention(q, k, v, cu_seqlens, max_seqlen, backend=backend)
+        else:
+            y = cache.attend(self.layer_idx, q, k, v, cu_seqlens, max_seqlen, backend)
         return self.o_proj(y.reshape(t, self.n_head * self.head_dim))
 
 
@@ -279,15 +576,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, layer_idx: int = 0):
         super().__init__()
         self.input_layernorm = RMSNorm(config.d_model, config.norm_eps)
-        self.self_attn = Attention(config)
+        self.self_attn = Attention(config, layer_idx)
         self.post_attention_layernorm = RMSNorm(config.d_model, config.norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, cu_seqlens, max_seqlen, backend):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cu_seqlens, max_seqlen, backend)
+    def forward(self, x, cos, sin, cu_seqlens, max_seqlen, backend, cache=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cu_seqlens, max_seqlen, backend, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -305,7 +602,7 @@ class Model(nn.Module):
         self.config = config
         self.attn_backend = attn_backend
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.reset_parameters()
 
@@ -340,6 +637,41 @@ class Model(nn.Module):
         ``positions`` defaults to each token's offset in its example. ``max_seqlen`` (the longest
         example) is computed from ``cu_seqlens`` when not given, at the cost of one host sync.
         """
+        return self._logits(self._hidden(tokens, cu_seqlens, positions, max_seqlen))
+
+    def prefill(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Runs packed prompts (as :meth:`forward`) and stores their keys and values in ``cache``:
+        prompt i in row i, or in group i's prefix for a grouped cache. Returns the logits of each prompt's
+        last token, (n_prompts, vocab_size); the rest of the logits are never computed."""
+        bounds = check_cu_seqlens(cu_seqlens, tokens.shape[0])
+        if any(b == a for a, b in zip(bounds[:-1], bounds[1:])):
+            raise ValueError("prefill: every prompt needs at least one token")
+        cache.begin_prefill(cu_seqlens, bounds)
+        try:
+            max_seqlen = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+            x = self._hidden(tokens, cu_seqlens, None, max_seqlen, cache)
+        finally:
+            cache.end_prefill()
+        return self._logits(x[cu_seqlens[1:].to(torch.int64) - 1])
+
+    def decode(self, tokens: torch.Tensor, cache: KVCache, advance: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Feeds ``tokens`` int64 (B,), one per cache row, at each row's next position; returns the logits
+        of the next token (B, vocab_size). ``advance`` (bool (B,)): rows whose token is kept; the other
+        rows (finished ones) compute but leave their cache as it was."""
+        if tokens.dim() != 1 or tokens.dtype != torch.int64 or tokens.shape[0] != cache.batch:
+            raise ValueError(f"decode: tokens must be int64 ({cache.batch},), one per cache row; got "
+                             f"{tokens.dtype} {tuple(tokens.shape)}")
+        positions = cache.begin_decode()
+        try:
+            # Every row is a one-token "example" whose context lives in the cache.
+            x = self._hidden(tokens, None, positions, 1, cache)
+        except BaseException:
+            cache.abort_decode()
+            raise
+        cache.end_decode(advance)
+        return self._logits(x)
+
+    def _hidden(self, tokens, cu_seqlens, positions, max_seqlen, cache=None):
         if tokens.dim() != 1 or tokens.dtype != torch.int64:
             raise ValueError(f"tokens must be a 1-D int64 tensor (total_tokens,); got {tokens.dtype} {tuple(tokens.shape)}")
         total = tokens.shape[0]
@@ -356,5 +688,8 @@ class Model(nn.Module):
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, rope_dtype)
         x = self.embed_tokens(tokens)
         for block in self.layers:
-            x = block(x, cos, sin, cu_seqlens, max_seqlen, self.attn_backend)
+            x = block(x, cos, sin, cu_seqlens, max_seqlen, self.attn_backend, cache)
+        return x
+
+    def _logits(self, x):
         return F.linear(self.norm(x), self.lm_head_weight)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt_io
 from .data import IGNORE_INDEX, PackedLoader, check_token_dir
-from .model import PRESETS, Model, flops_per_token, num_params, preset as make_preset
+from .model import PRESETS, Model, default_attn_backend, flops_per_token, num_params, preset as make_preset
 
 # Dense bf16 peak FLOP/s per GPU, for MFU (None elsewhere).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "4090": 165e12}
@@ -181,13 +181,7 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
     is_main = rank == 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
     if attn_backend == "auto":
-        attn_backend = "torch"
-        if dev.type == "cuda":
-            try:  # the Triton backend only once the kernels package provides it
-                from reasonless.kernels import varlen_attention  # noqa: F401
-                attn_backend = "triton"
-            except ImportError:
-                pass
+        attn_backend = default_attn_backend(dev)  # triton on CUDA when the kernels import; REASONLESS_ATTN overrides
 
     loader = PackedLoader(data_dir, seq_len, rows, batch_tokens=batch_tokens if rows is None else None,
                           seed=seed, rank=rank, world_size=world, split="train", val_fraction=val_fraction,

@@ -14,7 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  
 
 from reasonless import checkpoint as ck  # noqa: E402
 from reasonless.cli import main  # noqa: E402
-from reasonless.export_hf import export_checkpoint, export_model, resolve_checkpoint  # noqa: E402
+from reasonless.checkpoint import resolve_checkpoint  # noqa: E402
+from reasonless.export_hf import export_checkpoint, export_model  # noqa: E402
 from reasonless.interchange import load_tokens  # noqa: E402
 from reasonless.model import Model, ModelConfig  # noqa: E402
 from reasonless.train import train  # noqa: E402
