@@ -187,6 +187,29 @@ def cmd_train(args) -> None:
               + f"; checkpoint {result['checkpoint']}", file=sys.stderr)
 
 
+def cmd_eval(args) -> None:
+    from .evaluate import evaluate, format_summary, summary_path
+    from .sample import Sampling
+
+    sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    summary = evaluate(args.run, args.suites, args.out, suites=args.suite, checkpoint=args.checkpoint,
+                       device=None if args.device == "auto" else args.device, command=args.command_line, n=args.n,
+                       mode=args.mode, sampling=sampling, budget=args.budget, batch_size=args.batch_size,
+                       progress=not args.quiet)
+    print(format_summary(summary))
+    print(f"{args.out}: {sum(s['n'] for s in summary['suites'].values()):,} examples; summary "
+          f"{summary_path(args.out)}")
+
+
+def cmd_report(args) -> None:
+    from .report import build_report
+
+    result = build_report(args.evals, args.out, mode=args.mode, plots=not args.no_plots)
+    if result["plot_note"] and not args.no_plots:
+        print(f"reasonless report: {result['plot_note']}", file=sys.stderr)
+    print(f"{result['report']}" + (f" and {len(result['plots'])} plots" if result["plots"] else ""))
+
+
 def cmd_export_hf(args) -> None:
     from .export_hf import export_checkpoint
 
@@ -337,6 +360,53 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress lines")
     t.set_defaults(func=cmd_train)
 
+    ev = sub.add_parser("eval", help="generate answers to test suites with a trained model and verify them",
+                        description="For each suite, the first N prompts (as in training: <|bos|> query … up to "
+                                    "`reasoning`) are answered by the model until `end`, <|eos|> or the token "
+                                    "budget; every response is verified in both verifier modes. Writes one JSON "
+                                    "line per example to --out and the per-suite metrics (rates with 95 % Wilson "
+                                    "intervals, plan x trace confusion, top first errors, budget hits, generated vs "
+                                    "reference trace length) to OUT.summary.json, and prints a table.",
+                        epilog="budget: by default 2x the longest reference response of the suite (the A* trace "
+                               "and plan), capped by the model's context (max_seq_len - prompt length).\n"
+                               "example:\n  reasonless eval runs/correct --suites study --n 200 --out "
+                               "evals/correct.jsonl", formatter_class=fmt)
+    ev.add_argument("run", help="run directory (its checkpoints/) or a checkpoint directory")
+    ev.add_argument("--suites", required=True,
+                    help="a study directory (its test/<name> suites), a directory of corpora, or one corpus")
+    ev.add_argument("--suite", action="append", default=None, metavar="NAME",
+                    help="evaluate only this suite (repeatable; default: all)")
+    ev.add_argument("--n", type=int, default=None, help="first N examples of each suite (default: all)")
+    ev.add_argument("--mode", default="paper", choices=["paper", "strict"],
+                    help="primary verifier mode of the printed table and of reports (default paper, the rules "
+                         "of the paper's validator; both modes are always stored)")
+    ev.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    ev.add_argument("--top-k", type=int, default=0, help="sample among the K likeliest tokens, 0 = all (default)")
+    ev.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0 = off)")
+    ev.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    ev.add_argument("--budget", type=int, default=None,
+                    help="max new tokens per response (default: 2x the suite's longest reference response)")
+    ev.add_argument("--batch-size", type=int, default=64, help="prompts generated together (default 64)")
+    ev.add_argument("--checkpoint", default="best",
+                    help="best (lowest validation loss, else newest), latest, or a checkpoint path")
+    ev.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    ev.add_argument("--out", required=True, help="per-example JSONL to write (summary: OUT.summary.json)")
+    ev.add_argument("--quiet", action="store_true", help="no progress output")
+    ev.set_defaults(func=cmd_eval)
+
+    rp = sub.add_parser("report", help="compare evaluations: Markdown tables and PNG plots",
+                        description="Read eval JSONL files (written by `reasonless eval`, with their .summary.json) "
+                                    "and write DIR/report.md: plan valid, trace valid and trace valid among valid "
+                                    "plans per arm and suite with 95 % Wilson intervals, per-suite details and "
+                                    "trace validity by reference-length bin; plus PNG plots (generated vs "
+                                    "reference trace length with the correlation; validity by length) when "
+                                    "matplotlib is installed.")
+    rp.add_argument("evals", nargs="+", metavar="EVAL.jsonl", help="eval files, one per arm/run")
+    rp.add_argument("--out", required=True, help="output directory")
+    rp.add_argument("--mode", default=None, choices=["paper", "strict"],
+                    help="verifier mode of the tables (default: the first eval's primary mode)")
+    rp.add_argument("--no-plots", action="store_true", help="Markdown only")
+    rp.set_defaults(func=cmd_report)
 
     x = sub.add_parser("export-hf", help="export a trained run as a Hugging Face Qwen2 model (transformers, vLLM)",
                        description="Write a directory that transformers (AutoModelForCausalLM, AutoTokenizer) and "
