@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# One-shot GPU check for a lent CUDA machine (no network there): build the C++ core, run the CUDA tests, then
+# time attention, decode, training and sampling, and print one short Markdown table per part at the end.
+#
+#   bash benchmarks/gpu_check.sh            # sized to finish in about 9 minutes on one H100
+#   QUICK=0 bash benchmarks/gpu_check.sh    # the issues' full sizes (longer)
+#
+# Full logs go to $OUT (or ./gpu-check-logs); the summary is printed last so that the tail of the output holds it.
+# Every part has its own time limit and a failure in one part does not stop the others.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+LOGS=${OUT:-$ROOT/gpu-check-logs}
+mkdir -p "$LOGS"
+SUMMARY=$LOGS/summary.md
+: > "$SUMMARY"
+QUICK=${QUICK:-1}
+PY=${PYTHON:-python3}
+export PYTHONPATH=$ROOT
+export PYTHONUNBUFFERED=1
+unset TRITON_INTERPRET
+
+part() {  # part NAME SECONDS COMMAND...: run with a limit, log everything, keep the table lines for the summary
+  local name=$1 limit=$2; shift 2
+  local log=$LOGS/$name.log t0=$SECONDS
+  echo "=== $name (limit ${limit}s): $*" | tee -a "$SUMMARY"
+  timeout "$limit" "$@" > "$log" 2>&1
+  local rc=$?
+  grep -E '^\|' "$log" >> "$SUMMARY"
+  if [ "$rc" -ne 0 ]; then
+    echo "part $name: exit $rc after $((SECONDS - t0)) s (124 = time limit); last lines:" >> "$SUMMARY"
+    tail -n 15 "$log" >> "$SUMMARY"
+  else
+    echo "part $name: ok in $((SECONDS - t0)) s" >> "$SUMMARY"
+  fi
+  echo >> "$SUMMARY"
+}
+
+{
+  echo "# gpu_check $(date -u +%Y-%m-%dT%H:%MZ) on $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
+  $PY -c "import torch, triton; print(f'torch {torch.__version__}, triton {triton.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}')" 2>&1
+  echo
+} | tee -a "$SUMMARY"
+
+# The C++ core, built in place (the editable install's layout): `reasonless/_core*.so` next to the package, and
+# the kernels reachable as reasonless.kernels.
+build() {
+  cmake -S . -B build/gpu-check -DCMAKE_BUILD_TYPE=Release -G Ninja \
+        -Dpybind11_DIR="$($PY -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v $PY)" &&
+  cmake --build build/gpu-check -j "$(nproc)" &&
+  { [ -e reasonless/kernels ] || ln -s ../kernels reasonless/kernels; } &&
+  $PY -c "import reasonless._core, reasonless.kernels.flash_attn, reasonless.kernels.decode; print('| build | ok |')"
+}
+part build 240 bash -c "$(declare -f build); PY=$PY build"
+
+part cuda-tests 240 $PY -m pytest -q -p no:cacheprovider tests/test_kernels_flash.py tests/test_kernels_decode.py \
+  tests/test_model.py tests/test_sample.py
+
+if [ "$QUICK" = 1 ]; then
+  part attention 150 $PY benchmarks/bench_attention.py --quick
+  part decode 90 $PY benchmarks/bench_decode.py --quick
+  part train 200 $PY benchmarks/bench_train.py --preset paper --seq-len 8192 --rows 2 --steps 8 --warmup-steps 3 \
+    --count 1500 --backends torch,triton
+  part sample 150 $PY benchmarks/bench_sample.py --device cuda --preset paper --batch 64 --new-tokens 1000 --hf
+else
+  part attention 400 $PY benchmarks/bench_attention.py
+  part decode 200 $PY benchmarks/bench_decode.py
+  part train 400 $PY benchmarks/bench_train.py --preset paper --seq-len 8192 --rows 4 --steps 20 --warmup-steps 5 \
+    --count 4000 --backends torch,triton
+  part sample 600 $PY benchmarks/bench_sample.py --device cuda --preset paper --batch 64 --new-tokens 5000 --hf
+fi
+
+echo "##### summary"
+cat "$SUMMARY"
