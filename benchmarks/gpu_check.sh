@@ -22,11 +22,11 @@ unset TRITON_INTERPRET
 
 part() {  # part NAME SECONDS COMMAND...: run with a limit, log everything, keep the table lines for the summary
   local name=$1 limit=$2; shift 2
-  local log=$LOGS/$name.log t0=$SECONDS
-  echo "=== $name (limit ${limit}s): $*" | tee -a "$SUMMARY"
+  local log=$LOGS/$name.log t0=$SECONDS cmd="$*"
+  echo "=== $name (limit ${limit}s): ${cmd:0:160}" | tee -a "$SUMMARY"
   timeout "$limit" "$@" > "$log" 2>&1
   local rc=$?
-  grep -E '^\|' "$log" >> "$SUMMARY"
+  grep -E '^\||^[0-9]+ (passed|failed)|^FAILED|^ERROR' "$log" >> "$SUMMARY"
   if [ "$rc" -ne 0 ]; then
     echo "part $name: exit $rc after $((SECONDS - t0)) s (124 = time limit); last lines:" >> "$SUMMARY"
     tail -n 15 "$log" >> "$SUMMARY"
@@ -42,16 +42,19 @@ part() {  # part NAME SECONDS COMMAND...: run with a limit, log everything, keep
   echo
 } | tee -a "$SUMMARY"
 
-# The C++ core, built in place (the editable install's layout): `reasonless/_core*.so` next to the package, and
-# the kernels reachable as reasonless.kernels.
-build() {
-  cmake -S . -B build/gpu-check -DCMAKE_BUILD_TYPE=Release -G Ninja \
-        -Dpybind11_DIR="$($PY -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v $PY)" &&
+if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu_check: no CUDA device visible to $PY; this script is for a GPU machine" | tee -a "$SUMMARY"
+  exit 1
+fi
+
+# The C++ core, built in place (as a developer build): reasonless/_core*.so next to the package, and the kernels
+# reachable as reasonless.kernels through a link.
+export PY
+part build 240 bash -c 'cmake -S . -B build/gpu-check -DCMAKE_BUILD_TYPE=Release -G Ninja \
+    -Dpybind11_DIR="$($PY -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v $PY)" &&
   cmake --build build/gpu-check -j "$(nproc)" &&
   { [ -e reasonless/kernels ] || ln -s ../kernels reasonless/kernels; } &&
-  $PY -c "import reasonless._core, reasonless.kernels.flash_attn, reasonless.kernels.decode; print('| build | ok |')"
-}
-part build 240 bash -c "$(declare -f build); PY=$PY build"
+  $PY -c "import reasonless._core, reasonless.kernels.flash_attn, reasonless.kernels.decode; print(\"| build | ok |\")"'
 
 part cuda-tests 240 $PY -m pytest -q -p no:cacheprovider tests/test_kernels_flash.py tests/test_kernels_decode.py \
   tests/test_model.py tests/test_sample.py
