@@ -35,7 +35,9 @@ exactly 0 without a score mask.
 Under ``TRITON_INTERPRET=1`` (Triton's CPU interpreter, used by the tests on machines without a GPU) every
 kernel runs one small fixed block configuration, and bfloat16 dot operands are widened to fp32 after
 rounding (the interpreter's own bf16 dot is wrong; see :func:`_mma`). On a GPU the kernels are autotuned
-(keyed on head dim, causal flag, a power-of-two bucket of ``max_seqlen`` and the dtypes).
+(keyed on head dim, causal flag, a power-of-two bucket of ``max_seqlen`` and the dtypes);
+``REASONLESS_AUTOTUNE=0`` (read at import) runs the first config of each list instead, which is what a test
+suite of many small shapes wants.
 """
 from __future__ import annotations
 
@@ -417,6 +419,20 @@ if _INTERPRET:
     _fwd_kernel, _FWD_META = _attn_fwd, dict(BLOCK_M=32, BLOCK_N=16)
     _dkdv_kernel, _DKDV_META = _attn_bwd_dkdv, dict(BLOCK_M=16, BLOCK_N=32)
     _dq_kernel, _DQ_META = _attn_bwd_dq, dict(BLOCK_M=32, BLOCK_N=16)
+elif os.environ.get("REASONLESS_AUTOTUNE", "1") == "0":
+    # One fixed config per kernel (the first of each list): autotuning benchmarks every config for every new
+    # key, minutes of compilation for a test suite of many small shapes. Timings should keep autotuning on.
+    def _fixed(configs, fp32_config, kernel):
+        first, fp32 = _configs([configs[0], fp32_config])
+
+        def pick(configs, named_args, **kwargs):
+            return [fp32] if kwargs.get("PRECISION") == "ieee" else [first]
+
+        return triton.autotune([first, fp32], key=_TUNE_KEY, prune_configs_by={"early_config_prune": pick})(kernel)
+
+    _fwd_kernel, _FWD_META = _fixed(_FWD_CONFIGS, _FP32_FWD_CONFIG, _attn_fwd), {}
+    _dkdv_kernel, _DKDV_META = _fixed(_DKDV_CONFIGS, _FP32_DKDV_CONFIG, _attn_bwd_dkdv), {}
+    _dq_kernel, _DQ_META = _fixed(_DQ_CONFIGS, _FP32_DQ_CONFIG, _attn_bwd_dq), {}
 else:
     def _tuned(configs, fp32_config, kernel):
         tuned, (fp32,) = _configs(configs), _configs([fp32_config])

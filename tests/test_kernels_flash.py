@@ -11,6 +11,7 @@ and error checks, instead of passing by luck with whatever memory held.
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -336,3 +337,30 @@ def test_cuda_model_loss_triton_vs_torch(name):
     assert abs(loss_triton - loss_torch) / loss_torch < 1e-2, (loss_triton, loss_torch)
     grad_err = ((grads_triton - grads_torch).norm() / grads_torch.norm()).item()
     assert grad_err < 5e-2, grad_err
+
+
+def test_autotune_switch_picks_one_config_per_precision():
+    # The compiled (GPU) launch tables are built at import; check them in a fresh process without the interpreter.
+    code = r"""
+import os
+import reasonless.kernels.flash_attn as fa
+for kernel, configs, fp32 in ((fa._fwd_kernel, fa._FWD_CONFIGS, fa._FP32_FWD_CONFIG),
+                              (fa._dkdv_kernel, fa._DKDV_CONFIGS, fa._FP32_DKDV_CONFIG),
+                              (fa._dq_kernel, fa._DQ_CONFIGS, fa._FP32_DQ_CONFIG)):
+    prune = kernel.early_config_prune
+    def shape(c):
+        return (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
+    fast = [shape(c) for c in prune(kernel.configs, {}, PRECISION="tf32")]
+    slow = [shape(c) for c in prune(kernel.configs, {}, PRECISION="ieee")]
+    if os.environ["REASONLESS_AUTOTUNE"] == "0":
+        assert fast == [configs[0]] and slow == [fp32], (fast, slow)
+    else:
+        assert fast == list(configs) and slow == [fp32], (fast, slow)
+print("ok")
+"""
+    import subprocess
+    import sys
+    for switch in ("0", "1"):
+        env = {**os.environ, "TRITON_INTERPRET": "0", "REASONLESS_AUTOTUNE": switch}
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
