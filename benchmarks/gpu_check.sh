@@ -64,15 +64,18 @@ part build 240 bash -c 'cmake -S . -B build/gpu-check -DCMAKE_BUILD_TYPE=Release
   { [ -e reasonless/kernels ] || ln -s ../kernels reasonless/kernels; } &&
   $PY -c "import reasonless._core, reasonless.kernels.flash_attn, reasonless.kernels.decode; print(\"| build | ok |\")"'
 
-REASONLESS_AUTOTUNE=0 part cuda-tests 150 $PY -m pytest -q -p no:cacheprovider tests/test_kernels_flash.py \
+# Compiling a kernel per test shape dominates the tests' time on a fresh machine: spread it over processes.
+PARALLEL=""
+$PY -c "import xdist" 2>/dev/null && PARALLEL="-n 8"
+REASONLESS_AUTOTUNE=0 part cuda-tests 150 $PY -m pytest -q -p no:cacheprovider $PARALLEL tests/test_kernels_flash.py \
   tests/test_kernels_decode.py tests/test_model.py tests/test_sample.py
 
 if [ "$QUICK" = 1 ]; then
-  part attention 100 $PY benchmarks/bench_attention.py --quick
+  part attention 120 $PY benchmarks/bench_attention.py --quick
   part decode 50 $PY benchmarks/bench_decode.py --quick
   REASONLESS_AUTOTUNE=0 part train 120 $PY benchmarks/bench_train.py --preset paper --seq-len 8192 --rows 2 \
     --steps 8 --warmup-steps 3 --count 1500 --backends torch,triton
-  part sample 100 $PY benchmarks/bench_sample.py --device cuda --preset paper --batch 64 --new-tokens 1000 --hf
+  part sample 90 $PY benchmarks/bench_sample.py --device cuda --preset paper --batch 64 --new-tokens 1000 --hf
 else
   part attention 400 $PY benchmarks/bench_attention.py
   part decode 200 $PY benchmarks/bench_decode.py
