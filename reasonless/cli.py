@@ -366,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "budget; every response is verified in both verifier modes. Writes one JSON "
                                     "line per example to --out and the per-suite metrics (rates with 95 % Wilson "
                                     "intervals, plan x trace confusion, top first errors, budget hits, generated vs "
-                                    "reference trace length) to OUT.summary.json, and prints a table.",
+                                    "reference trace length) to OUT.summary.json, and prints a table. Finished suites are kept "
+                                    "in OUT.parts/ until the end, so rerunning the same command after a crash "
+                                    "generates only the missing suites.",
                         epilog="budget: by default 2x the longest reference response of the suite (the A* trace "
                                "and plan), capped by the model's context (max_seq_len - prompt length).\n"
                                "example:\n  reasonless eval runs/correct --suites study --n 200 --out "

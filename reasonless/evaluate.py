@@ -11,6 +11,10 @@ the A* trace and the plan), so that a model which searches somewhat longer than 
 never stops costs a bounded time; always capped by the model's context (max_seq_len − prompt length). The budget is
 taken over the whole suite, not over the first N, so results for the first N do not depend on N.
 
+Each finished suite is kept in ``FILE.parts/`` until the whole evaluation is written: rerunning the same command
+after a crash generates only the suites still missing (a kept suite is reused only if the checkpoint, weights,
+suite, N, sampling and budget are the same).
+
 Per-example JSONL fields: ``suite``, ``index`` (corpus index), ``response`` (the generated words), ``hit_budget``
 (the budget ran out before a stop token), ``generated_tokens``, ``budget``, ``generated_ops`` (well-formed
 operations of the response), ``reference_ops`` (operations of the example's A* trace), ``plan_len`` (plan steps of
@@ -23,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,13 +285,24 @@ def evaluate_model(model, suites: Sequence[Suite], out: str | os.PathLike, *, me
     if generate_fn is None:
         from .sample import generate as generate_fn
     out = Path(out)
+    parts = parts_dir(out)
     all_rows: list[dict] = []
     per_suite: dict[str, dict] = {}
     for suite in suites:
-        if progress:
-            print(f"{suite.name}: generating ({suite.corpus.path})", file=sys.stderr, flush=True)
-        rows, summary = evaluate_suite(model, suite, n=n, generate_fn=generate_fn, sampling=sampling, budget=budget,
-                                       batch_size=batch_size, device=device, progress=progress, threads=threads)
+        key = _suite_key(model, suite, meta, n, sampling, budget)
+        done = _read_part(parts, suite.name, key)
+        if done is not None:
+            rows, summary = done
+            if progress:
+                print(f"{suite.name}: {len(rows)} results kept from an interrupted run ({parts})", file=sys.stderr,
+                      flush=True)
+        else:
+            if progress:
+                print(f"{suite.name}: generating ({suite.corpus.path})", file=sys.stderr, flush=True)
+            rows, summary = evaluate_suite(model, suite, n=n, generate_fn=generate_fn, sampling=sampling,
+                                           budget=budget, batch_size=batch_size, device=device, progress=progress,
+                                           threads=threads)
+            _write_part(parts, suite.name, key, rows, summary)
         all_rows.extend(rows)
         per_suite[suite.name] = summary
     config = model.config
@@ -305,7 +321,51 @@ def evaluate_model(model, suites: Sequence[Suite], out: str | os.PathLike, *, me
     with atomic_file(summary_path(out), "w") as f:
         json.dump(summary, f, indent=1)
         f.write("\n")
+    shutil.rmtree(parts, ignore_errors=True)
     return summary
+
+
+# ---------------------------------------------------------------------------------------------------- resume
+# Generating a suite can take hours on a GPU; each finished suite is kept in OUT.parts/<suite>.json until the whole
+# evaluation is written, so a rerun of the same command after a crash generates only the suites still missing.
+
+
+def parts_dir(jsonl: str | os.PathLike) -> Path:
+    """Where finished suites of an unfinished evaluation wait: ``FILE.parts/`` beside the JSONL."""
+    jsonl = Path(jsonl)
+    return jsonl.with_name(jsonl.name + ".parts")
+
+
+def _suite_key(model, suite: Suite, meta: dict | None, n, sampling, budget) -> dict:
+    """Everything a suite's results depend on: a kept part is reused only when all of it is equal. The batch
+    size is not part of it (generation does not depend on it); the weights enter through a checksum."""
+    weights = None
+    if hasattr(model, "parameters"):
+        weights = float(sum(float(p.detach().double().abs().sum()) for p in model.parameters()))
+    corpus = suite.corpus
+    return {"suite": suite.name, "corpus": str(Path(corpus.path).resolve()), "examples": len(corpus),
+            "checkpoint": (meta or {}).get("checkpoint"), "step": (meta or {}).get("step"), "weights": weights,
+            "n": n, "sampling": _as_dict(sampling), "budget": budget, "format_version": FORMAT_VERSION}
+
+
+def _part_path(parts: Path, suite: str) -> Path:
+    return parts / f"{suite}.json"
+
+
+def _read_part(parts: Path, suite: str, key: dict):
+    try:
+        kept = json.loads(_part_path(parts, suite).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(kept, dict) or kept.get("key") != json.loads(json.dumps(key)):
+        return None
+    return kept["rows"], kept["summary"]
+
+
+def _write_part(parts: Path, suite: str, key: dict, rows: list[dict], summary: dict) -> None:
+    parts.mkdir(parents=True, exist_ok=True)
+    with atomic_file(_part_path(parts, suite), "w") as f:
+        json.dump({"key": key, "rows": rows, "summary": summary}, f, separators=(",", ":"))
 
 
 def evaluate(run: str | os.PathLike, suites_dir: str | os.PathLike, out: str | os.PathLike, *,

@@ -328,3 +328,34 @@ def test_cli_eval_help_and_errors(study, memorised, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and message in err, (argv, err)
         assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_rerun_after_a_crash_generates_only_the_missing_suites(study, tmp_path):
+    suites = ev.find_suites(study)
+    assert [s.name for s in suites] == ["caves", "wilson"]
+    never_stop = {p.tobytes(): None for s in suites for p in ev.load_problems(s.corpus).prompts}
+
+    class CrashOnSecondSuite(ScriptedGenerator):
+        def __call__(self, *args, **kwargs):
+            if self.calls:
+                raise RuntimeError("power cut")
+            return super().__call__(*args, **kwargs)
+
+    straight = tmp_path / "straight.jsonl"
+    ev.evaluate_model(fake_model(), suites, straight, generate_fn=ScriptedGenerator(never_stop), budget=12)
+    out = tmp_path / "eval.jsonl"
+    with pytest.raises(RuntimeError, match="power cut"):
+        ev.evaluate_model(fake_model(), suites, out, generate_fn=CrashOnSecondSuite(never_stop), budget=12)
+    assert not out.exists() and [p.name for p in ev.parts_dir(out).iterdir()] == ["caves.json"]
+    again = ScriptedGenerator(never_stop)
+    summary = ev.evaluate_model(fake_model(), suites, out, generate_fn=again, budget=12)
+    assert len(again.calls) == 1 and len(again.calls[0]["budgets"]) == 5  # the wilson suite only
+    assert out.read_text() == straight.read_text()
+    assert summary["suites"] == json.loads(ev.summary_path(straight).read_text())["suites"]
+    assert not ev.parts_dir(out).exists()
+    # a kept suite from another configuration is not reused
+    with pytest.raises(RuntimeError):
+        ev.evaluate_model(fake_model(), suites, out, generate_fn=CrashOnSecondSuite(never_stop), budget=12)
+    other = ScriptedGenerator(never_stop)
+    ev.evaluate_model(fake_model(), suites, out, generate_fn=other, budget=10)
+    assert len(other.calls) == 2
