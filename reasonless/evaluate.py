@@ -13,7 +13,7 @@ taken over the whole suite, not over the first N, so results for the first N do 
 
 Each finished suite is kept in ``FILE.parts/`` until the whole evaluation is written: rerunning the same command
 after a crash generates only the suites still missing (a kept suite is reused only if the checkpoint, weights,
-suite, N, sampling and budget are the same).
+device, suite, N, sampling and budget are the same).
 
 Per-example JSONL fields: ``suite``, ``index`` (corpus index), ``response`` (the generated words), ``hit_budget``
 (the budget ran out before a stop token), ``generated_tokens``, ``budget``, ``generated_ops`` (well-formed
@@ -289,7 +289,7 @@ def evaluate_model(model, suites: Sequence[Suite], out: str | os.PathLike, *, me
     all_rows: list[dict] = []
     per_suite: dict[str, dict] = {}
     for suite in suites:
-        key = _suite_key(model, suite, meta, n, sampling, budget)
+        key = _suite_key(model, suite, meta, n, sampling, budget, device)
         done = _read_part(parts, suite.name, key)
         if done is not None:
             rows, summary = done
@@ -336,16 +336,18 @@ def parts_dir(jsonl: str | os.PathLike) -> Path:
     return jsonl.with_name(jsonl.name + ".parts")
 
 
-def _suite_key(model, suite: Suite, meta: dict | None, n, sampling, budget) -> dict:
+def _suite_key(model, suite: Suite, meta: dict | None, n, sampling, budget, device) -> dict:
     """Everything a suite's results depend on: a kept part is reused only when all of it is equal. The batch
-    size is not part of it (generation does not depend on it); the weights enter through a checksum."""
+    size is not part of it (generation does not depend on it); the weights enter through a checksum, the device
+    because a GPU computes in bf16."""
     weights = None
     if hasattr(model, "parameters"):
         weights = float(sum(float(p.detach().double().abs().sum()) for p in model.parameters()))
     corpus = suite.corpus
     return {"suite": suite.name, "corpus": str(Path(corpus.path).resolve()), "examples": len(corpus),
             "checkpoint": (meta or {}).get("checkpoint"), "step": (meta or {}).get("step"), "weights": weights,
-            "n": n, "sampling": _as_dict(sampling), "budget": budget, "format_version": FORMAT_VERSION}
+            "n": n, "sampling": _as_dict(sampling), "budget": budget, "device": None if device is None else str(device),
+            "format_version": FORMAT_VERSION}
 
 
 def _part_path(parts: Path, suite: str) -> Path:
