@@ -241,15 +241,23 @@ def read_trainer_state(ckpt: str | os.PathLike) -> dict:
         raise ValueError(f"{path}: unreadable checkpoint state ({err})") from None
 
 
+def read_config(ckpt: str | os.PathLike, parse=None):
+    """The checkpoint's ``config.json``, as a dict or, with ``parse`` (e.g. ``ModelConfig.from_dict``), as what
+    ``parse`` makes of it; every failure is a ValueError naming the file."""
+    path = Path(ckpt) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+        return config if parse is None else parse(config)
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"{path}: unreadable model config ({err})") from None
+
+
 def load_checkpoint(ckpt: str | os.PathLike, model: torch.nn.Module | None = None,
                     optimizer: torch.optim.Optimizer | None = None, restore_rng: bool = False) -> dict:
     """Loads a checkpoint into ``model`` / ``optimizer`` (when given) and returns
     ``{"config": dict, "trainer": dict}``. Missing or unexpected weights raise ValueError."""
     ckpt = Path(ckpt)
-    try:
-        config = json.loads((ckpt / "config.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{ckpt / 'config.json'}: unreadable model config ({err})") from None
+    config = read_config(ckpt)
     trainer = read_trainer_state(ckpt)
     if model is not None:
         weights = load_safetensors(ckpt / "model.safetensors")

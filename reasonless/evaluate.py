@@ -144,9 +144,9 @@ def load_problems(corpus: Corpus, n: int | None = None) -> Problems:
 
 
 # ---------------------------------------------------------------------------------------------------- model
-def run_info(ckpt: Path) -> dict:
-    """What is known of the run a checkpoint belongs to: run directory, name, arm, step, grid, vocabulary."""
-    trainer = ckpt_io.read_trainer_state(ckpt)
+def run_info(ckpt: Path, trainer: dict) -> dict:
+    """What is known of the run a checkpoint (with its trainer state) belongs to: run directory, name, arm, step,
+    grid, training data."""
     data = trainer.get("data", {}) if isinstance(trainer.get("data"), dict) else {}
     run_dir = ckpt.parent.parent if ckpt.parent.name == ckpt_io.CHECKPOINT_DIR else ckpt
     run_json = {}
@@ -158,13 +158,6 @@ def run_info(ckpt: Path) -> dict:
     return {"run": str(run_dir), "run_name": run_dir.resolve().name, "checkpoint": str(ckpt),
             "step": trainer.get("step"), "val_loss": trainer.get("val_loss"), "arm": arm,
             "grid": data.get("grid"), "train_data": data.get("dir")}
-
-
-def load_model(ckpt: Path, device=None):
-    """The model of a checkpoint, in eval mode, on `device` (default: CUDA when available)."""
-    from .sample import load_model as sample_load
-
-    return sample_load(ckpt, device=device)[0]
 
 
 def check_model_fits(model, suite: Suite, grid=None) -> None:
@@ -375,11 +368,12 @@ def evaluate(run: str | os.PathLike, suites_dir: str | os.PathLike, out: str | o
              **kwargs) -> dict:
     """`reasonless eval`: loads the run's checkpoint and calls :func:`evaluate_model` on the suites of
     `suites_dir` (see :func:`find_suites`); `kwargs` go to :func:`evaluate_model`."""
+    from .sample import load_model  # torch only when a model is needed (report imports this module)
+
     chosen = find_suites(suites_dir, suites)
-    ckpt, how = ckpt_io.resolve_checkpoint(run, checkpoint)
-    info = run_info(ckpt)
-    model = load_model(ckpt, device=device)
-    meta = {**info, "checkpoint_choice": how, "suites_dir": str(suites_dir), "command": command}
+    model, loaded = load_model(run, device=device, which=checkpoint)
+    info = run_info(Path(loaded["checkpoint"]), loaded["trainer"])
+    meta = {**info, "checkpoint_choice": loaded["selected_by"], "suites_dir": str(suites_dir), "command": command}
     return evaluate_model(model, chosen, out, meta=meta, device=device, grid=info.get("grid"), **kwargs)
 
 

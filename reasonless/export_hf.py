@@ -283,11 +283,7 @@ def export_checkpoint(path, out_dir, *, checkpoint: str = "best", dtype="float32
     ``vocab`` for checkpoints that do not record it."""
     path = Path(path)
     ckpt, how = ckpt_io.resolve_checkpoint(path, checkpoint)
-    try:
-        raw_config = json.loads((ckpt / "config.json").read_text())
-        config = ModelConfig.from_dict(raw_config)
-    except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"{ckpt / 'config.json'}: unreadable model config ({err})") from None
+    config = ckpt_io.read_config(ckpt, ModelConfig.from_dict)
     trainer = ckpt_io.read_trainer_state(ckpt) if (ckpt / "trainer.json").is_file() else {}
     data = trainer.get("data") or {}
     grid = data.get("grid")

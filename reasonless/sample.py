@@ -33,11 +33,9 @@ their time waiting for each other (10× slower was measured on a busy 2-core mac
 """
 from __future__ import annotations
 
-import json
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
@@ -422,10 +420,7 @@ def load_model(run_or_checkpoint, device=None, which: str = "best", dtype: torch
     path, how it was selected, step, validation losses, grid (rows, cols) when recorded, model config,
     trainer state."""
     ckpt, how = ckpt_io.resolve_checkpoint(run_or_checkpoint, which)
-    try:
-        config = ModelConfig.from_dict(json.loads((ckpt / "config.json").read_text()))
-    except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"{ckpt / 'config.json'}: unreadable model config ({err})") from None
+    config = ckpt_io.read_config(ckpt, ModelConfig.from_dict)
     device = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     model = Model(config)
