@@ -955,8 +955,6 @@ def _kernel(gen, rows, cols, seed, start_index, count, fp, walls, start, goal, s
         flags = np.empty(n, dtype=np.uint8)
         w1 = np.empty(n, dtype=np.int32)
         w2 = np.empty(n, dtype=np.int32)
-        w3 = np.empty(n, dtype=np.int32)
-        w4 = np.empty(n, dtype=np.int32)
         r1 = np.empty(rows, dtype=np.uint64)
         r2 = np.empty(rows, dtype=np.uint64)
         r3 = np.empty(rows, dtype=np.uint64)
