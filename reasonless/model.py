@@ -171,18 +171,23 @@ def _attention_torch(q, k, v, cu_seqlens, max_seqlen):
     return torch.cat(outs, dim=0)
 
 
-def _attention_triton(q, k, v, cu_seqlens, max_seqlen):
-    # Dispatch point of the kernels issue. Contract: reasonless.kernels.varlen_attention(q, k, v,
-    # cu_seqlens, max_seqlen) with the same shapes and semantics as attention(), differentiable.
+def _triton_kernel(name: str, q: torch.Tensor):
+    """``reasonless.kernels.<name>`` for CUDA tensors, imported only when first asked for (Triton included)."""
     if not torch.cuda.is_available() or not q.is_cuda:
         raise RuntimeError("attention backend 'triton' needs CUDA tensors on a CUDA machine; "
                            "use backend='torch' on CPU")
     try:
-        from reasonless.kernels import varlen_attention  # lazy: Triton is imported only when asked for
+        from reasonless import kernels
+        return getattr(kernels, name)
     except ImportError as exc:
         raise RuntimeError(f"attention backend 'triton' is not available ({exc}); "
-                           "it needs reasonless.kernels.varlen_attention and the triton package") from exc
-    return varlen_attention(q, k, v, cu_seqlens, max_seqlen)
+                           f"it needs reasonless.kernels.{name} and the triton package") from exc
+
+
+def _attention_triton(q, k, v, cu_seqlens, max_seqlen):
+    # Contract: reasonless.kernels.varlen_attention(q, k, v, cu_seqlens, max_seqlen) with the same shapes and
+    # semantics as attention(), differentiable.
+    return _triton_kernel("varlen_attention", q)(q, k, v, cu_seqlens, max_seqlen)
 
 
 ATTENTION_BACKENDS = {"torch": _attention_torch, "triton": _attention_triton}
@@ -295,18 +300,6 @@ def _check_decode_shapes(q, k_cache, v_cache, cache_seqlens):
                          f"{cache_seqlens.dtype} {tuple(cache_seqlens.shape)}")
 
 
-def _triton_decode_kernels(q):
-    if not torch.cuda.is_available() or not q.is_cuda:
-        raise RuntimeError("attention backend 'triton' needs CUDA tensors on a CUDA machine; "
-                           "use backend='torch' on CPU")
-    try:
-        from reasonless.kernels import decode_attn, decode_attn_prefix_shared  # lazy, as for training
-    except ImportError as exc:
-        raise RuntimeError(f"attention backend 'triton' has no decode kernels ({exc}); "
-                           "they come from reasonless.kernels.decode") from exc
-    return decode_attn, decode_attn_prefix_shared
-
-
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cache_seqlens: torch.Tensor,
                      backend: str = "torch") -> torch.Tensor:
     """One query token per sequence against its cache.
@@ -318,8 +311,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     _check_decode_shapes(q, k_cache, v_cache, cache_seqlens)
     scale = 1.0 / math.sqrt(q.shape[2])
     if backend == "triton":
-        decode_attn, _ = _triton_decode_kernels(q)
-        return decode_attn(q, k_cache, v_cache, cache_seqlens, sm_scale=scale)
+        return _triton_kernel("decode_attn", q)(q, k_cache, v_cache, cache_seqlens, sm_scale=scale)
     if backend != "torch":
         raise ValueError(f"unknown attention backend {backend!r}; backends are: {', '.join(ATTENTION_BACKENDS)}")
     b, hq, d = q.shape
@@ -350,7 +342,7 @@ def decode_attention_prefix_shared(q: torch.Tensor, prefix_k: torch.Tensor, pref
                          f"{tuple(prefix_seqlens.shape)}")
     scale = 1.0 / math.sqrt(d)
     if backend == "triton":
-        _, shared = _triton_decode_kernels(q)
+        shared = _triton_kernel("decode_attn_prefix_shared", q)
         return shared(q, prefix_k, prefix_v, prefix_seqlens, k_cache, v_cache, cache_seqlens, group_size,
                       sm_scale=scale)
     if backend != "torch":

@@ -440,8 +440,9 @@ def test_triton_backend_decodes_as_the_torch_backend(monkeypatch):
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":  # the dispatch refuses CPU tensors; the interpreter runs the same kernels there
-        monkeypatch.setattr(model_mod, "_triton_decode_kernels", lambda q: (decode_attn, decode_attn_prefix_shared))
-        monkeypatch.setitem(model_mod.ATTENTION_BACKENDS, "triton", varlen_attention)
+        kernels = {"decode_attn": decode_attn, "decode_attn_prefix_shared": decode_attn_prefix_shared,
+                   "varlen_attention": varlen_attention}
+        monkeypatch.setattr(model_mod, "_triton_kernel", lambda name, q: kernels[name])
     # float32 weights and cache, no autocast, head_dim 32 (a size the kernels take); one layer keeps the
     # interpreter's time down (each kernel call costs it ~0.25 s).
     model = small_model(dtype=torch.float32, n_layer=1, d_model=64, n_head=4, n_kv_head=2, head_dim=32).to(device)
