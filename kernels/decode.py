@@ -38,16 +38,15 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from .interpreter import INTERPRET as _INTERPRET
+
 __all__ = ["decode_attn", "decode_attn_prefix_shared", "default_num_splits"]
 
-# Read once: Triton decides between compiling and interpreting when a kernel is decorated, at import.
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 HEAD_DIMS = (16, 32, 64, 128)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)

@@ -50,12 +50,8 @@ import torch
 import triton
 import triton.language as tl
 
-try:  # Triton >= 3.4 reads its environment once, into knobs; the decorator consults it when a kernel is made.
-    from triton import knobs as _knobs
+from .interpreter import INTERPRET as _INTERPRET
 
-    _INTERPRET = bool(_knobs.runtime.interpret)
-except (ImportError, AttributeError):  # older Triton reads the variable directly
-    _INTERPRET = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 SUPPORTED_HEAD_DIMS = (32, 64, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
