@@ -179,9 +179,10 @@ def optimizer_from_files(tensors: dict[str, torch.Tensor], info: dict) -> dict:
 # checkpoint directories
 
 
-def _write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj, indent: int = 1) -> None:
+    """``obj`` as JSON at ``path``, flushed to disk (the caller renames the directory it fills into place)."""
     with open(path, "w") as f:
-        f.write(json.dumps(obj, indent=1) + "\n")
+        f.write(json.dumps(obj, indent=indent) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -210,12 +211,12 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
     final.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(final) as tmp:
         save_safetensors(model.state_dict(), tmp / "model.safetensors", {"format": "pt"})
-        _write_json(tmp / "config.json", config)
+        write_json(tmp / "config.json", config)
         if optimizer is not None:
             tensors, info = optimizer_to_files(optimizer.state_dict())
             save_safetensors(tensors, tmp / "optimizer.safetensors")
-            _write_json(tmp / "optimizer.json", info)
-        _write_json(tmp / "trainer.json", {**trainer_state, "step": step, "rng": rng_state()})
+            write_json(tmp / "optimizer.json", info)
+        write_json(tmp / "trainer.json", {**trainer_state, "step": step, "rng": rng_state()})
     return final
 
 

@@ -23,8 +23,6 @@ The directory is built under a temporary name and renamed into place.
 """
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from pathlib import Path
 
@@ -199,13 +197,6 @@ costs `c0`..`c{last_cost}`, keywords {keywords}.
 # Writing
 
 
-def _write_json(path: Path, obj) -> None:
-    with open(path, "w") as f:
-        f.write(json.dumps(obj, indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _check_out(out_dir: Path, force: bool, protect: list[Path]) -> None:
     out = out_dir.resolve()
     for p in protect:
@@ -263,13 +254,13 @@ def _export(config: ModelConfig, state: dict, vocab: Vocab, out_dir: Path, dtype
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out_dir) as tmp:
         ckpt_io.save_safetensors(hf_state_dict(state, name), tmp / "model.safetensors", {"format": "pt"})
-        _write_json(tmp / "config.json", cfg)
-        _write_json(tmp / "generation_config.json", generation_config())
-        _write_json(tmp / "tokenizer.json", tokenizer_json(vocab))
-        _write_json(tmp / "tokenizer_config.json", tokenizer_config(vocab, config.max_seq_len))
-        _write_json(tmp / "special_tokens_map.json", special_tokens_map())
+        ckpt_io.write_json(tmp / "config.json", cfg, indent=2)
+        ckpt_io.write_json(tmp / "generation_config.json", generation_config(), indent=2)
+        ckpt_io.write_json(tmp / "tokenizer.json", tokenizer_json(vocab), indent=2)
+        ckpt_io.write_json(tmp / "tokenizer_config.json", tokenizer_config(vocab, config.max_seq_len), indent=2)
+        ckpt_io.write_json(tmp / "special_tokens_map.json", special_tokens_map(), indent=2)
         (tmp / f"{TOKENIZER_MODULE}.py").write_text(TOKENIZER_CODE)
-        _write_json(tmp / "reasonless.json", info)
+        ckpt_io.write_json(tmp / "reasonless.json", info, indent=2)
         (tmp / "README.md").write_text(readme)
     return out_dir
 
