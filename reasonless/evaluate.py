@@ -281,8 +281,10 @@ def evaluate_model(model, suites: Sequence[Suite], out: str | os.PathLike, *, me
     parts = parts_dir(out)
     all_rows: list[dict] = []
     per_suite: dict[str, dict] = {}
+    run_key = _run_key(model, meta, n, sampling, budget, device)
     for suite in suites:
-        key = _suite_key(model, suite, meta, n, sampling, budget, device)
+        key = {**run_key, "suite": suite.name, "corpus": str(Path(suite.corpus.path).resolve()),
+               "examples": len(suite.corpus)}
         done = _read_part(parts, suite.name, key)
         if done is not None:
             rows, summary = done
@@ -329,16 +331,14 @@ def parts_dir(jsonl: str | os.PathLike) -> Path:
     return jsonl.with_name(jsonl.name + ".parts")
 
 
-def _suite_key(model, suite: Suite, meta: dict | None, n, sampling, budget, device) -> dict:
-    """Everything a suite's results depend on: a kept part is reused only when all of it is equal. The batch
-    size is not part of it (generation does not depend on it); the weights enter through a checksum, the device
-    because a GPU computes in bf16."""
+def _run_key(model, meta: dict | None, n, sampling, budget, device) -> dict:
+    """What every suite's results depend on besides the suite itself: a kept part is reused only when all of it
+    (and the suite) is equal. The batch size is not part of it (generation does not depend on it); the weights
+    enter through a checksum, the device because a GPU computes in bf16."""
     weights = None
     if hasattr(model, "parameters"):
         weights = float(sum(float(p.detach().double().abs().sum()) for p in model.parameters()))
-    corpus = suite.corpus
-    return {"suite": suite.name, "corpus": str(Path(corpus.path).resolve()), "examples": len(corpus),
-            "checkpoint": (meta or {}).get("checkpoint"), "step": (meta or {}).get("step"), "weights": weights,
+    return {"checkpoint": (meta or {}).get("checkpoint"), "step": (meta or {}).get("step"), "weights": weights,
             "n": n, "sampling": _as_dict(sampling), "budget": budget, "device": None if device is None else str(device),
             "format_version": FORMAT_VERSION}
 
