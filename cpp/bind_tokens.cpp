@@ -41,7 +41,8 @@ void check_grid(int rows, int cols) {
 Arm parse_arm(const std::string& arm) {
   if (arm == "correct") return Arm::correct;
   if (arm == "none") return Arm::none;
-  throw py::value_error("arm must be 'correct' or 'none', got '" + arm + "'");
+  if (arm == "no_costs") return Arm::no_costs;
+  throw py::value_error("token layout must be 'correct', 'none' or 'no_costs', got '" + arm + "'");
 }
 
 void check_shape(const py::array& a, const char* name, py::ssize_t dim, py::ssize_t want, const std::string& why) {

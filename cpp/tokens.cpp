@@ -72,7 +72,7 @@ Example example_at(const Batch& b, int64_t i) {
   return ex;
 }
 
-const char* arm_name(Arm arm) { return arm == Arm::correct ? "correct" : "none"; }
+const char* arm_name(Arm arm) { return arm == Arm::correct ? "correct" : arm == Arm::no_costs ? "no_costs" : "none"; }
 
 }  // namespace
 
@@ -86,7 +86,7 @@ Fault check_example(const Batch& b, int64_t i, Arm arm, bool contents, int64_t* 
   if (!offsets_ok(b.ops_offsets, i, b.n_op_rows)) return Fault::ops_offsets;
   if (!offsets_ok(b.plan_offsets, i, b.n_plan_cells)) return Fault::plan_offsets;
   if (!contents) return Fault::none;
-  if (arm == Arm::correct) {
+  if (arm != Arm::none) {
     // Maxima rather than early exits keep the loop branch-free; the data is in cache for the write anyway.
     const uint16_t* op = b.ops + 3 * b.ops_offsets[i];
     const int64_t n_ops = ops_count(b, i);

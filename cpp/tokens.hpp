@@ -25,7 +25,9 @@ constexpr uint16_t CLOSE_BIT = 0x8000;
 constexpr int MIN_SIDE = 4, MAX_SIDE = 64;
 constexpr int MAX_CELLS = MAX_SIDE * MAX_SIDE;
 
-enum class Arm { correct, none };
+// Layout of the response: the ops with their costs (correct), the ops as `create|close X Y` without costs (no_costs,
+// the correct_no_costs arm), or no ops at all (none).
+enum class Arm { correct, none, no_costs };
 
 // Token ids of one grid size: coordinates from 14, costs after the max(R, C) coordinates.
 struct Vocab {
@@ -44,7 +46,8 @@ constexpr int64_t FIXED_TOKENS = HEAD_TOKENS + 4;
 
 inline int64_t prompt_length(int64_t n_walls) { return HEAD_TOKENS + 3 * n_walls; }
 inline int64_t sequence_length(int64_t n_walls, int64_t n_ops, int64_t n_plan, Arm arm) {
-  return FIXED_TOKENS + 3 * n_walls + (arm == Arm::correct ? 5 * n_ops : 0) + 3 * n_plan;
+  const int64_t per_op = arm == Arm::correct ? 5 : arm == Arm::no_costs ? 3 : 0;
+  return FIXED_TOKENS + 3 * n_walls + per_op * n_ops + 3 * n_plan;
 }
 
 // Number of walls in a grid of 0/1 bytes, or -1 if some byte is neither. Written as a plain sum and OR so
@@ -129,6 +132,14 @@ inline uint16_t* write_sequence(uint16_t* __restrict out, const Example& ex, con
       store4(p, keyword | (uint64_t(xy[c & (CLOSE_BIT - 1)]) << 16) | ((fc + op[1]) << 48));
       p[4] = static_cast<uint16_t>(fc + op[2]);
       p += 5;
+    }
+  } else if (arm == Arm::no_costs) {
+    // The spare token of each store lands on the next op's keyword (or on `solution`), written afterwards.
+    const uint16_t* __restrict op = ex.ops;
+    for (int64_t k = 0; k < ex.n_ops; ++k, op += 3) {
+      const uint32_t c = op[0];
+      store4(p, (CREATE + (c >> 15)) | (uint64_t(xy[c & (CLOSE_BIT - 1)]) << 16));
+      p += 3;
     }
   }
   *p++ = SOLUTION;

@@ -6,6 +6,10 @@ what the *trace* contributes. The arms, each defined once in :data:`ARM_DEFINITI
 
 ``correct``
     The example's own A* trace (DESIGN §3), as generated.
+``correct_no_costs``
+    The example's own A* trace with the cost tokens left out: ``create X Y`` and ``close X Y`` instead of
+    ``create X Y cG cH``. It tests whether computing g and h is what makes traces hard to learn; its responses are
+    verified with :func:`reasonless.verifier.verify` ``costs=False`` (plan checks unchanged, g/h checks skipped).
 ``none``
     No trace: ``reasoning`` is followed directly by ``solution`` (the solution-only baseline).
 ``swapped``
@@ -52,6 +56,7 @@ from .corpus import Batch, Corpus
 
 ARM_DEFINITIONS: dict[str, str] = {
     "correct": "the example's own A* trace",
+    "correct_no_costs": "the example's own A* trace without the cG cH cost tokens",
     "none": "no trace (solution-only baseline)",
     "swapped": "the A* trace of another example of the corpus (seeded derangement)",
     "shuffled": "the example's own A* operations in a seeded random order",
@@ -157,7 +162,7 @@ def arm_batch(corpus: Corpus | None, batch: Batch, arm: str, seed: int = 0, thre
     check_arm(arm)
     seed = _check_seed(seed)
     n = len(batch)
-    if arm == "correct":
+    if arm in ("correct", "correct_no_costs"):
         return replace(batch)
     if arm == "none":
         return replace(batch, ops=np.zeros((0, 3), np.uint16), ops_offsets=np.zeros(n + 1, np.int64))
@@ -178,12 +183,18 @@ def arm_batch(corpus: Corpus | None, batch: Batch, arm: str, seed: int = 0, thre
     return replace(batch, ops=ops, ops_offsets=offsets)
 
 
+def token_layout(arm: str) -> str:
+    """How the C++ tokenizer writes an arm's batch (from :func:`arm_batch`): ``"correct"`` (ops with costs),
+    ``"no_costs"`` (ops without) or ``"none"`` (no ops)."""
+    return {"none": "none", "correct_no_costs": "no_costs"}.get(check_arm(arm), "correct")
+
+
 def arm_tokens(corpus: Corpus | None, batch: Batch, arm: str, seed: int = 0,
                threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training token streams of `batch` under `arm`: (uint16 tokens, int64 offsets, int32 prompt lengths)."""
     if check_arm(arm) == "none":
         return batch.tokens("none", threads)
-    return arm_batch(corpus, batch, arm, seed, threads).tokens("correct", threads)
+    return arm_batch(corpus, batch, arm, seed, threads).tokens(token_layout(arm), threads)
 
 
 def arm_batches(corpus: Corpus, arm: str, seed: int = 0, size: int = 20_000, threads: int = 0) -> Iterator[Batch]:

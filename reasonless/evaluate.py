@@ -203,8 +203,10 @@ def budgets_for(problems: Problems, suite_budget: int, max_seq_len: int, suite: 
 
 def evaluate_suite(model, suite: Suite, *, n: int | None, generate_fn: Callable, sampling=None,
                    budget: int | None = None, batch_size: int = 64, device=None, progress: bool = False,
-                   threads: int = 0) -> tuple[list[dict], dict]:
-    """Generates, verifies and scores one suite: (per-example rows, suite summary without the metadata)."""
+                   threads: int = 0, costs: bool = True) -> tuple[list[dict], dict]:
+    """Generates, verifies and scores one suite: (per-example rows, suite summary without the metadata).
+    costs=False: the model writes traces without cost tokens (arm ``correct_no_costs``; see
+    :func:`reasonless.verifier.restore_costs`)."""
     corpus = suite.corpus
     problems = load_problems(corpus, n)
     rule = "fixed"
@@ -223,7 +225,7 @@ def evaluate_suite(model, suite: Suite, *, n: int | None, generate_fn: Callable,
     responses = [np.asarray(t, dtype=np.int64) for t in gen.tokens]
     stopped = np.asarray(gen.stopped, dtype=bool)
     verdicts = {mode: verify(problems.walls, problems.start, problems.goal, responses, rows=corpus.rows,
-                             cols=corpus.cols, mode=mode, threads=threads) for mode in MODES}
+                             cols=corpus.cols, mode=mode, threads=threads, costs=costs) for mode in MODES}
     vocab = vocab_for(corpus.rows, corpus.cols)
     first = verdicts[MODES[0]]
     rows = []
@@ -296,7 +298,7 @@ def evaluate_model(model, suites: Sequence[Suite], out: str | os.PathLike, *, me
                 print(f"{suite.name}: generating ({suite.corpus.path})", file=sys.stderr, flush=True)
             rows, summary = evaluate_suite(model, suite, n=n, generate_fn=generate_fn, sampling=sampling,
                                            budget=budget, batch_size=batch_size, device=device, progress=progress,
-                                           threads=threads)
+                                           threads=threads, costs=(meta or {}).get("arm") != "correct_no_costs")
             _write_part(parts, suite.name, key, rows, summary)
         all_rows.extend(rows)
         per_suite[suite.name] = summary

@@ -22,7 +22,7 @@ import numpy as np
 from .atomic import atomic_dir, atomic_file
 from .corpus import DEFAULT_SHARD_SIZE, TIE_BREAKS, Corpus, solve, write_manifest, write_shard
 from .progress import Progress
-from .arms import arm_batches, check_arm
+from .arms import arm_batches, check_arm, token_layout
 from .vocab import check_grid_size, parse_sequence, vocab_for
 
 EXPORT_BATCH = 20_000
@@ -42,7 +42,7 @@ def _arm_token_batches(corpus: Corpus, arm: str, seed: int, threads: int, size: 
 
     for batch in arm_batches(corpus, arm, seed, size, threads):
         lengths, prompts = _core.token_lengths(batch.walls, batch.rows, batch.cols, batch.ops_offsets,
-                                               batch.plan_offsets, "correct", threads)
+                                               batch.plan_offsets, token_layout(arm), threads)
         yield batch, lengths, prompts
 
 
@@ -55,7 +55,7 @@ def export_jsonl(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", s
     bar = Progress(len(corpus), enabled=progress)
     with atomic_file(Path(out), "wb") as f:
         for batch in arm_batches(corpus, arm, seed, EXPORT_BATCH, threads):
-            tokens, offsets, _ = batch.tokens("correct", threads)
+            tokens, offsets, _ = batch.tokens(token_layout(arm), threads)
             blob, text_offsets = _core.render_text(tokens, offsets, corpus.rows, corpus.cols, threads)
             blob = bytes(blob)
             # The words are ASCII without quotes or backslashes, so no JSON escaping is needed.
@@ -94,7 +94,7 @@ def export_tokens(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", 
                         buffers[k % 2] = np.empty(int(spans[-1] * 1.25), dtype=np.uint16)
                     buffer = buffers[k % 2]
                     _core.tokenize_into(b.walls, b.rows, b.cols, b.start, b.goal, b.ops, b.ops_offsets, b.plan,
-                                        b.plan_offsets, buffer, spans, "correct", threads)
+                                        b.plan_offsets, buffer, spans, token_layout(arm), threads)
                     if writing is not None:
                         writing.result()
                     writing = writer.submit(f.write, buffer[:spans[-1]].data)

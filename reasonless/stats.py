@@ -8,15 +8,16 @@ from .corpus import STATS_COLUMNS, Corpus
 QUANTITIES = ("prompt_tokens", "trace_tokens", "plan_tokens", "total_tokens", "operations", "plan_cells", "walls")
 
 
-def sequence_lengths(stats: np.ndarray, arm: str = "correct") -> dict[str, np.ndarray]:
+def sequence_lengths(stats: np.ndarray, layout: str = "correct") -> dict[str, np.ndarray]:
     """Token counts per example from the stored per-example statistics (walls, operations, plan cells).
 
     A sequence is <|bos|> query start X Y goal X Y (wall X Y)* reasoning (op X Y cG cH)* solution (plan X Y)* end
-    <|eos|>; the trace of the `none` arm is empty.
+    <|eos|>; `layout` is the arm's token layout (:func:`reasonless.arms.token_layout`): ``correct`` (5 tokens per
+    operation), ``no_costs`` (3) or ``none`` (no trace).
     """
     col = {name: stats[:, i].astype(np.int64) for i, name in enumerate(STATS_COLUMNS)}
     prompt = 8 + 3 * col["walls"]
-    trace = 5 * col["ops"] if arm == "correct" else np.zeros_like(col["ops"])
+    trace = {"correct": 5, "no_costs": 3, "none": 0}[layout] * col["ops"]
     plan = 3 * col["plan"]
     return {"prompt_tokens": prompt, "trace_tokens": trace, "plan_tokens": plan,
             "total_tokens": prompt + 1 + trace + 1 + plan + 2, "operations": col["ops"], "plan_cells": col["plan"], "walls": col["walls"]}
@@ -26,12 +27,12 @@ def describe(corpus: Corpus, arm: str = "correct", seed: int = 0, threads: int =
     """mean, median, p95, max (and min) of every quantity in QUANTITIES under `arm`. For arms whose trace is not
     the example's own A* trace, also how often that trace happens to be a valid A* trace for the problem
     (``trace_valid_pct`` per verifier mode)."""
-    from .arms import arm_batches, check_arm
+    from .arms import arm_batches, check_arm, token_layout
 
     check_arm(arm)
     stats = corpus.column("stats")
     out = {"examples": len(corpus), "arm": arm, "rows": corpus.rows, "cols": corpus.cols}
-    if arm not in ("correct", "none"):
+    if arm not in ("correct", "none", "correct_no_costs"):
         from . import _core
         from .verifier import MODES
 
@@ -45,7 +46,7 @@ def describe(corpus: Corpus, arm: str = "correct", seed: int = 0, threads: int =
                 valid[mode] += int(verdicts["trace_valid"].sum())
         out["arm_seed"] = seed
         out["trace_valid_pct"] = {mode: 100.0 * k / len(corpus) for mode, k in valid.items()}
-    lengths = sequence_lengths(stats, "none" if arm == "none" else "correct")
+    lengths = sequence_lengths(stats, token_layout(arm))
     for name in QUANTITIES:
         v = lengths[name]
         out[name] = {"mean": float(v.mean()), "median": float(np.median(v)), "p95": float(np.percentile(v, 95)),

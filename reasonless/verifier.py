@@ -28,7 +28,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import _core
-from .vocab import UNK, check_grid_size
+from .vocab import CLOSE, CREATE, FIRST_COORD, SOLUTION, UNK, check_grid_size, vocab_for
 
 MODES = ("paper", "strict")
 ERROR_NAMES: tuple[str, ...] = tuple(_core.error_names())
@@ -216,20 +216,74 @@ def _responses(responses, n: int, rows: int, cols: int, offsets) -> tuple[np.nda
     return tokens.astype(np.uint16, copy=False), ends - lengths, ends
 
 
+def restore_costs(walls: np.ndarray, start: np.ndarray, goal: np.ndarray, tokens: np.ndarray, begins: np.ndarray,
+                  ends: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Responses of the ``correct_no_costs`` arm (``create X Y``, ``close X Y``) with the costs a checker derives
+    from the trace itself put back, so the C++ verifier judges them with the g/h checks passing by construction.
+
+    Replaying the trace as the verifier does: ``create X Y`` gets g = g(last closed) + 1 (1 before any close) and
+    h = Manhattan distance to the goal; ``close X Y`` gets the g of the cell's open entry (the lowest created, as
+    the verifier keeps it; 0 when it is not open, which the verifier reports as ``close_not_in_open_list`` unless
+    it is the start) and its h. Every other rule — creates only next to the last closed cell, closes in order of
+    lowest f = g + h, the plan's checks — is checked unchanged, so a valid response is an A* search whose costs
+    were left unsaid. Tokens after ``solution`` and anything malformed pass through as they are."""
+    vocab = vocab_for(rows, cols)
+    first_cost, top = vocab.first_cost, len(vocab) - 1
+    coord = lambda t: t - FIRST_COORD if FIRST_COORD <= t < first_cost else None  # noqa: E731
+    out, new_begins, new_ends = [], np.empty(len(begins), np.int64), np.empty(len(begins), np.int64)
+    pos = 0
+    for i, (b, e) in enumerate(zip(begins.tolist(), ends.tolist())):
+        resp = tokens[b:e].tolist()
+        gx, gy = int(goal[i][0]), int(goal[i][1])
+        open_g = {(int(start[i][0]), int(start[i][1])): 0}
+        closed, last_g, k, res = set(), None, 0, []
+        while k < len(resp):
+            t = resp[k]
+            if t == SOLUTION:
+                res.extend(resp[k:])
+                break
+            x = coord(resp[k + 1]) if t in (CREATE, CLOSE) and k + 2 < len(resp) else None
+            y = coord(resp[k + 2]) if x is not None else None
+            if y is None:
+                res.append(t)
+                k += 1
+                continue
+            cell, h = (x, y), abs(x - gx) + abs(y - gy)
+            if t == CREATE:
+                g = 1 if last_g is None else last_g + 1
+                if cell not in closed and g < open_g.get(cell, g + 1):
+                    open_g[cell] = g
+            else:
+                g = open_g.pop(cell, 0)
+                closed.add(cell)
+                last_g = g
+            res += [t, resp[k + 1], resp[k + 2], first_cost + min(g, top - first_cost),
+                    first_cost + min(h, top - first_cost)]
+            k += 3
+        new_begins[i] = pos
+        pos += len(res)
+        new_ends[i] = pos
+        out.extend(res)
+    return np.asarray(out, dtype=np.uint16), new_begins, new_ends
+
+
 def verify(walls, start, goal, responses, *, rows: int | None = None, cols: int | None = None,
-           mode: str = "strict", threads: int = 0, offsets=None) -> Verdicts:
+           mode: str = "strict", threads: int = 0, offsets=None, costs: bool = True) -> Verdicts:
     """Verifies N responses against N problems.
 
     walls: (N, rows, cols), or (N, rows*cols) with rows= and cols=; 1 = wall. start, goal: (N, 2) of (x, y).
     responses: a sequence of N texts (``reasoning close X Y cG cH …``; unknown words become <|unk|>) or of N token
     id arrays of the rows×cols vocabulary, or one token array with offsets= (N+1 int, response i is
     tokens[offsets[i]:offsets[i+1]]). mode: ``paper`` or ``strict``. threads <= 0: all cores.
+    costs=False: responses without cost tokens (the ``correct_no_costs`` arm), judged by :func:`restore_costs`.
     """
     _check_mode(mode)
     w, rows, cols = _as_walls(walls, rows, cols)
     n = w.shape[0]
     s, g = _as_cells(start, "start", n), _as_cells(goal, "goal", n)
     tokens, begins, ends = _responses(responses, n, rows, cols, offsets)
+    if not costs:
+        tokens, begins, ends = restore_costs(w, s, g, tokens, begins, ends, rows, cols)
     out = _core.verify_batch(w, rows, cols, s, g, np.ascontiguousarray(tokens), begins, ends, mode, threads)
     return Verdicts(mode=mode, **{f: out[f] for f in _FIELDS})
 

@@ -346,3 +346,79 @@ def test_other_algorithms_differ_from_astar_and_each_other(kruskal, caves):
         tokens, offsets, prompt = arms.arm_tokens(caves, b, f"other_algorithm:{a}", 0)
         v = verify_tokens(b, tokens, offsets, prompt)
         assert v.plan_valid.all()
+
+
+# ------------------------------------------------------------------------------------------------ correct_no_costs
+def no_costs_verdicts(b, tokens, offsets, prompt, mode="strict"):
+    return verifier.verify(b.walls, b.start, b.goal, tokens, rows=b.rows, cols=b.cols, mode=mode,
+                           offsets=np.concatenate([offsets[:-1] + prompt, offsets[-1:]]), costs=False)
+
+
+def test_correct_no_costs_is_the_correct_stream_without_cost_tokens(kruskal, caves, tmp_path):
+    from reasonless.interchange import export_jsonl
+    from reasonless.stats import describe
+    from reasonless.vocab import vocab_for
+
+    for corpus in (kruskal, caves):
+        b = whole(corpus)
+        full, full_off, full_prompt = arms.arm_tokens(corpus, b, "correct", 0)
+        bare, bare_off, bare_prompt = arms.arm_tokens(corpus, b, "correct_no_costs", 0)
+        first_cost = vocab_for(corpus.rows, corpus.cols).first_cost
+        assert np.array_equal(bare_prompt, full_prompt)
+        for i in range(len(b)):
+            seq = full[full_off[i]:full_off[i + 1]]
+            assert np.array_equal(bare[bare_off[i]:bare_off[i + 1]], seq[seq < first_cost])
+        assert np.diff(bare_off).tolist() == (np.diff(full_off) - 2 * np.diff(b.ops_offsets)).tolist()
+        stats = describe(corpus, "correct_no_costs")
+        assert stats["total_tokens"]["max"] == int(np.diff(bare_off).max())
+    export_jsonl(kruskal, tmp_path / "bare.jsonl", arm="correct_no_costs")
+    export_jsonl(kruskal, tmp_path / "full.jsonl", arm="correct")
+    import json
+    import re
+    bare_lines = [json.loads(l)["text"] for l in open(tmp_path / "bare.jsonl")]
+    full_lines = [json.loads(l)["text"] for l in open(tmp_path / "full.jsonl")]
+    assert bare_lines[0].split(" reasoning ")[1].startswith("close ")
+    assert bare_lines == [re.sub(r" c\d+", "", t) for t in full_lines]
+
+
+def test_correct_no_costs_verdicts(caves):
+    b = whole(caves)
+    tokens, offsets, prompt = arms.arm_tokens(caves, b, "correct_no_costs", 0)
+    for mode in ("paper", "strict"):
+        v = no_costs_verdicts(b, tokens, offsets, prompt, mode)
+        assert v.trace_valid.all() and v.plan_valid.all() and v.plan_optimal.all(), mode
+    # With costs=True the same responses are syntax errors: the cost tokens are missing.
+    v = verifier.verify(b.walls, b.start, b.goal, tokens, rows=b.rows, cols=b.cols,
+                        offsets=np.concatenate([offsets[:-1] + prompt, offsets[-1:]]))
+    assert not v.trace_valid.any()
+
+    from reasonless.vocab import CLOSE as CLOSE_ID, CREATE as CREATE_ID, FIRST_COORD, vocab_for
+    vocab = vocab_for(b.rows, b.cols)
+    i = next(k for k in range(len(b)) if b.ops_offsets[k + 1] - b.ops_offsets[k] >= 6)
+    resp = tokens[offsets[i] + prompt[i]:offsets[i + 1]].astype(np.int64)
+    ops_at = [k for k, t in enumerate(resp) if t in (CREATE_ID, CLOSE_ID)]
+    closes = [k for k in ops_at if resp[k] == CLOSE_ID]
+
+    def judge(r, mode="strict"):
+        return verifier.verify(b.walls[i:i + 1], b.start[i:i + 1], b.goal[i:i + 1], [r], rows=b.rows, cols=b.cols,
+                               mode=mode, costs=False)
+
+    assert judge(resp).trace_valid[0]
+    # A create far from the last closed cell: create_non_neighbor, whatever the costs would have been.
+    bad = resp.copy()
+    k = next(k for k in ops_at if resp[k] == CREATE_ID)
+    sx, sy = int(b.start[i][0]), int(b.start[i][1])
+    far = [(x, y) for y in range(b.rows) for x in range(b.cols)
+           if abs(x - sx) + abs(y - sy) > 2 and not b.walls[i][y * b.cols + x]]
+    bad[k + 1], bad[k + 2] = FIRST_COORD + far[0][0], FIRST_COORD + far[0][1]
+    v = judge(bad, "paper")
+    assert not v.trace_valid[0] and v.first_error_name(0) in ("create_non_neighbor", "create_close_wall")
+    # Dropping a close: later creates are no longer next to the last closed cell, or a close skips the order.
+    if len(closes) >= 3:
+        k = closes[-2]
+        cut = np.concatenate([resp[:k], resp[k + 3:]])
+        assert not judge(cut).trace_valid[0]
+    # Plan checks are unchanged: a plan cut short is invalid in both modes.
+    sol = int(np.flatnonzero(resp == vocab.ids["solution"])[0])
+    short = np.concatenate([resp[:sol + 1], resp[sol + 4:]])
+    assert not judge(short).plan_valid[0]
