@@ -284,11 +284,22 @@ def load_checkpoint(ckpt: str | os.PathLike, model: torch.nn.Module | None = Non
     return {"config": config, "trainer": trainer}
 
 
-def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:
-    """Deletes all checkpoints but the newest ``keep_last`` and the best (lowest ``val_loss``); returns
-    the deleted ones. Leftover temporary directories of interrupted saves are removed too."""
+def checkpoint_step(ckpt: str | os.PathLike) -> int:
+    """The optimizer step of a checkpoint directory, from its name ``step-NNNNNN``."""
+    m = STEP_RE.match(Path(ckpt).name)
+    if m is None:
+        raise ValueError(f"{ckpt}: not a checkpoint directory (expected a name like step-000100)")
+    return int(m.group(1))
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int, keep_steps=()) -> list[Path]:
+    """Deletes all checkpoints but the newest ``keep_last``, the best (lowest ``val_loss``) and those of the
+    steps in ``keep_steps`` (a study's evaluation points); returns the deleted ones. Leftover temporary
+    directories of interrupted saves are removed too."""
     ckpts = list_checkpoints(run_dir)
     keep = set(ckpts[-keep_last:]) if keep_last > 0 else set()
+    keep_steps = set(keep_steps)
+    keep |= {c for c in ckpts if checkpoint_step(c) in keep_steps}
     scored = []
     for c in ckpts:
         v = read_trainer_state(c).get("val_loss")

@@ -55,6 +55,19 @@ example:
       --batch-tokens 16384 --lr 1e-3 --eval-every 200 --save-every 500
 """
 
+STUDY_EPILOG = """\
+The study file is the one `dataset build` reads plus a [run] section (seeds, examples, eval_every, preset and
+the training settings) and an optional [eval] section (n, n_curve, suites, mode); see studies/tiny.toml and the
+docstring of reasonless/study.py.
+
+layout of OUT: data/ (the datasets), runs/ARM/seedS/ (training runs), evals/ARM/seedS/exE.jsonl (evaluations at
+E examples seen), report/ (report.md, results.json, PNG plots), status.json (stages and wall times).
+
+example:
+  reasonless study run studies/tiny.toml --out studies-out/tiny
+  reasonless study status studies-out/tiny
+"""
+
 EXPORT_HF_EPILOG = """\
 use:
   reasonless export-hf runs/tiny --out hf/tiny
@@ -155,6 +168,21 @@ def cmd_dataset_build(args) -> None:
               f"with train, {t['removed_duplicates']} duplicates)")
 
 
+def cmd_study_run(args) -> None:
+    from .runner import format_status, run_study
+
+    run_study(args.study, args.out, progress=not args.quiet, threads=args.threads, command=args.command_line,
+              device=args.device, stop_after=args.stop_after)
+    print(format_status(args.out))
+    print(f"report: {args.out}/report/report.md")
+
+
+def cmd_study_status(args) -> None:
+    from .runner import format_status
+
+    print(format_status(args.dir))
+
+
 def cmd_train(args) -> None:
     from .train import train
 
@@ -172,12 +200,12 @@ def cmd_train(args) -> None:
             raise ValueError(f"--grid {args.grid!r}: expected ROWSxCOLS, e.g. 30x30") from None
         grid = (r, c)
     result = train(args.data, args.out, arm=args.arm, preset=args.preset, model_overrides=overrides or None,
-                   steps=args.steps, epochs=args.epochs, seq_len=args.seq_len, batch_tokens=args.batch_tokens,
+                   steps=args.steps, epochs=args.epochs, examples=args.examples, seq_len=args.seq_len, batch_tokens=args.batch_tokens,
                    rows=args.rows, lr=args.lr, warmup=args.warmup, min_lr_ratio=args.min_lr_ratio,
                    weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum,
                    seed=args.seed, eval_every=args.eval_every, eval_batches=args.eval_batches,
-                   val_fraction=args.val_fraction, save_every=args.save_every, keep_last=args.keep_last,
-                   compile=args.compile, resume=args.resume, device=args.device, attn_backend=args.attn_backend,
+                   val_fraction=args.val_fraction, save_every=args.save_every, save_minutes=args.save_minutes,
+                   keep_last=args.keep_last, threads=args.threads, compile=args.compile, resume=args.resume, device=args.device, attn_backend=args.attn_backend,
                    expect_grid=grid, progress=not args.quiet)
     if not args.quiet and result["losses"]:
         val = result["val_loss"]
@@ -323,6 +351,30 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_dataset_build)
+    st = sub.add_parser("study", help="run a whole study: datasets, training per arm and seed, evaluation, report",
+                        description="A study end to end from one TOML file (studies/*.toml).")
+    stsub = st.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sr = stsub.add_parser("run", help="run or resume every stage of a study",
+                          description="Build the datasets, train every arm x seed for the same number of examples "
+                                      "seen, evaluate the checkpoints at every evaluation point on the test suites, "
+                                      "and write OUT/report/ (report.md, results.json, learning curves). Each stage "
+                                      "is recorded in OUT/status.json and skipped once done; an interrupted stage "
+                                      "continues where it stopped (kill -9 included), so rerunning the same command "
+                                      "always finishes the study with the same results.",
+                          epilog=STUDY_EPILOG, formatter_class=fmt)
+    sr.add_argument("study", help="study TOML file with a [run] section, e.g. studies/tiny.toml")
+    sr.add_argument("--out", required=True, help="study run directory")
+    sr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the file's [run] threads)")
+    sr.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    sr.add_argument("--stop-after", default=None, metavar="STAGE",
+                    help="stop after this stage, e.g. 'train correct seed 0' (see `study status` for names)")
+    sr.add_argument("--quiet", action="store_true")
+    sr.set_defaults(func=cmd_study_run)
+    ss = stsub.add_parser("status", help="which stages of a study run are done, running, interrupted or missing",
+                          description="One line per stage with its state and wall time.")
+    ss.add_argument("dir", help="study run directory (the --out of `study run`)")
+    ss.set_defaults(func=cmd_study_status)
+
     t = sub.add_parser("train", help="train a model from scratch on an arm's token streams",
                        description="Train a Qwen2-style decoder from scratch on packed token streams.",
                        epilog=TRAIN_EPILOG, formatter_class=fmt)
@@ -335,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     length = t.add_mutually_exclusive_group(required=True)
     length.add_argument("--steps", type=int, help="optimizer steps")
     length.add_argument("--epochs", type=float, help="passes over the training split")
+    length.add_argument("--examples", type=int,
+                        help="examples seen (steps from the packing's mean examples per step): equal data for arms "
+                             "whose sequences differ in length")
     t.add_argument("--seq-len", type=int, default=1024, help="tokens per packed row (default 1024)")
     size = t.add_mutually_exclusive_group()
     size.add_argument("--batch-tokens", type=int, help="tokens per micro-batch and process (rows = T // seq-len)")
@@ -349,7 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int, default=0, help="validation every N steps (default: only at the end)")
     t.add_argument("--eval-batches", type=int, default=8, help="validation batches (default 8)")
     t.add_argument("--val-fraction", type=float, default=0.02, help="share held out for validation (default 0.02)")
-    t.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (default: only at the end)")
+    t.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (default 0: off)")
+    t.add_argument("--save-minutes", type=float, default=5.0,
+                   help="checkpoint every M minutes of wall time, so a kill loses at most that (default 5; 0: off)")
+    t.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default: torch's choice, one per core); warns when other processes "
+                        "share the cores")
     t.add_argument("--keep-last", type=int, default=2, help="checkpoints kept besides the best (default 2)")
     t.add_argument("--grid", default=None, metavar="RxC", help="refuse data of another grid size, e.g. 30x30")
     t.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")

@@ -25,6 +25,23 @@ A study is declared in TOML::
     names = ["correct", "swapped", "none"]
     seed = 7
 
+    [run]                        # `reasonless study run` only: training, the same for every arm
+    seeds = [0, 1]               # every arm is trained once per seed (initialization and data order)
+    examples = 64000             # budget in examples seen, equal across arms (tokens seen differ and are reported)
+    eval_every = 16000           # examples between evaluated checkpoints (the learning curves); default: the end
+    preset = "tiny"              # model preset, with optional overrides in `model = { n_layer = 6 }`
+    seq_len = 1024               # packed row length; rows per step, lr, warmup, min_lr_ratio, weight_decay,
+    rows = 4                     # grad_clip, val_fraction and threads as for `reasonless train`
+    lr = 3e-3
+
+    [eval]                       # optional
+    n = 300                      # problems per suite at the last checkpoint (default: all)
+    n_curve = 100                # problems per suite at the earlier checkpoints (default: n)
+    suites = ["wilson", "dfs"]   # default: every [[test]] suite
+    mode = "paper"               # primary verifier mode of the tables; both are always computed
+
+    [grpo]                       # reserved for the GRPO stage (issue 12); rejected until it exists
+
 `reasonless dataset build STUDY.toml --out DIR` writes ``DIR/train`` (a corpus), ``DIR/test/<name>`` (corpora
 whose mazes never share a wall layout with the training corpus nor with each other within a suite, checked by maze
 hash), ``DIR/arms/<arm>`` (the training token streams of each arm) and ``DIR/study.json`` recording every seed,
@@ -50,7 +67,14 @@ ALLOWED = {
     "train": {"generator", "count", "seed", "params"},
     "test": {"name", "generator", "count", "seed", "params"},
     "arms": {"names", "seed"},
+    "run": {"seeds", "examples", "eval_every", "preset", "model", "seq_len", "rows", "lr", "warmup", "min_lr_ratio",
+            "weight_decay", "grad_clip", "val_fraction", "threads"},
+    "eval": {"n", "n_curve", "suites", "batch_size", "mode"},
+    "grpo": None,  # any key: validated by the GRPO stage
 }
+RUN_DEFAULTS = {"seeds": [0], "preset": "tiny", "model": {}, "seq_len": 1024, "rows": 4, "lr": 1e-3, "warmup": 100,
+                "min_lr_ratio": 0.1, "weight_decay": 0.1, "grad_clip": 1.0, "val_fraction": 0.02, "threads": 0}
+EVAL_DEFAULTS = {"n": None, "n_curve": None, "suites": None, "batch_size": 64, "mode": "paper"}
 REQUIRED = {"train": {"generator", "count", "seed"}, "test": {"generator", "count", "seed"}, "arms": {"names"}}
 
 
@@ -78,12 +102,13 @@ def load_study(path: str | os.PathLike) -> dict:
     if not isinstance(tests, list) or not tests:
         fail("[[test]]", "declare at least one test suite as [[test]] tables")
     tables = [("study", "[study]", study), ("train", "[train]", raw["train"]), ("arms", "[arms]", raw["arms"])]
+    tables += [(k, f"[{k}]", raw[k]) for k in ("run", "eval", "grpo") if k in raw]
     tables += [("test", f"[[test]] #{i + 1}", t) for i, t in enumerate(tests)]
     for kind, where, table in tables:
         if not isinstance(table, dict):
             fail(where, "must be a table")
         for key in table:
-            if key not in ALLOWED[kind]:
+            if ALLOWED[kind] is not None and key not in ALLOWED[kind]:
                 fail(f"{where} {key}", f"unknown key; allowed: {', '.join(sorted(ALLOWED[kind]))}")
         for key in sorted(REQUIRED.get(kind, ())):
             if key not in table:
@@ -134,9 +159,96 @@ def load_study(path: str | os.PathLike) -> dict:
     arm_seed = arms.get("seed", 0)
     if isinstance(arm_seed, bool) or not isinstance(arm_seed, int) or arm_seed < 0:
         fail("[arms] seed", f"must be an integer ≥ 0, got {arm_seed!r}")
-    return {"name": str(study.get("name", path.stem)), "rows": rows, "cols": cols, "tie_break": tie_break,
+    spec = {"name": str(study.get("name", path.stem)), "rows": rows, "cols": cols, "tie_break": tie_break,
             "train": train, "test": suites, "arms": {"names": list(arm_names), "seed": arm_seed},
             "source": str(path)}
+    if "run" in raw:
+        spec["run"] = _run_spec(raw["run"], fail)
+    if "eval" in raw:
+        spec["eval"] = _eval_spec(raw["eval"], names, fail)
+    if "grpo" in raw:
+        fail("[grpo]", "the GRPO stage is not part of this version of `reasonless study run` yet (issue 12); "
+                       "remove the section")
+    spec["warnings"] = layout_warnings(train, rows, cols)
+    return spec
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _run_spec(table: dict, fail) -> dict:
+    from .model import PRESETS
+
+    run = {**RUN_DEFAULTS, **table}
+    if "examples" not in table:
+        fail("[run] examples", "missing: the training budget in examples seen (the same for every arm)")
+    seeds = run["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(_is_int(x) and x >= 0 for x in seeds) \
+            or len(set(seeds)) != len(seeds):
+        fail("[run] seeds", f"must be a non-empty list of distinct integers ≥ 0, got {seeds!r}")
+    for key in ("examples", "seq_len", "rows"):
+        if not _is_int(run[key]) or run[key] < 1:
+            fail(f"[run] {key}", f"must be a positive integer, got {run[key]!r}")
+    run.setdefault("eval_every", run["examples"])
+    if not _is_int(run["eval_every"]) or not 1 <= run["eval_every"] <= run["examples"]:
+        fail("[run] eval_every", f"must be an integer from 1 to examples={run['examples']}, got {run['eval_every']!r}")
+    for key in ("warmup", "threads"):
+        if not _is_int(run[key]) or run[key] < 0:
+            fail(f"[run] {key}", f"must be an integer ≥ 0, got {run[key]!r}")
+    for key in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "val_fraction"):
+        if isinstance(run[key], bool) or not isinstance(run[key], (int, float)) or run[key] < 0:
+            fail(f"[run] {key}", f"must be a number ≥ 0, got {run[key]!r}")
+    if not run["lr"] > 0:
+        fail("[run] lr", "must be positive")
+    if run["preset"] not in PRESETS:
+        fail("[run] preset", f"{run['preset']!r} is not one of {', '.join(PRESETS)}")
+    if not isinstance(run["model"], dict):
+        fail("[run] model", "must be a table of preset overrides, e.g. { n_layer = 6 }")
+    run["points"] = eval_points(run["examples"], run["eval_every"])
+    return run
+
+
+def eval_points(examples: int, eval_every: int) -> list[int]:
+    """Examples seen at which checkpoints are evaluated: every `eval_every`, and always at the end."""
+    points = list(range(eval_every, examples, eval_every))
+    return points + [examples]
+
+
+def _eval_spec(table: dict, suite_names: list[str], fail) -> dict:
+    from .verifier import MODES
+
+    ev = {**EVAL_DEFAULTS, **table}
+    for key in ("n", "n_curve"):
+        if ev[key] is not None and (not _is_int(ev[key]) or ev[key] < 1):
+            fail(f"[eval] {key}", f"must be a positive integer, got {ev[key]!r}")
+    if not _is_int(ev["batch_size"]) or ev["batch_size"] < 1:
+        fail("[eval] batch_size", f"must be a positive integer, got {ev['batch_size']!r}")
+    if ev["mode"] not in MODES:
+        fail("[eval] mode", f"{ev['mode']!r} is not one of {', '.join(MODES)}")
+    if ev["suites"] is not None:
+        if not isinstance(ev["suites"], list) or not ev["suites"]:
+            fail("[eval] suites", "must be a non-empty list of test suite names")
+        unknown = [x for x in ev["suites"] if x not in suite_names]
+        if unknown:
+            fail("[eval] suites", f"no [[test]] suite named {', '.join(map(repr, unknown))}; declared: "
+                                  f"{', '.join(suite_names)}")
+    if ev["n_curve"] is None:
+        ev["n_curve"] = ev["n"]
+    return ev
+
+
+def layout_warnings(train: dict, rows: int, cols: int) -> list[str]:
+    """Warnings about a training corpus whose grid leaves few distinct wall layouts (DESIGN §2)."""
+    out = []
+    if train["generator"] in ("wilson", "kruskal", "dfs") and (rows % 2 or cols % 2):
+        out.append(f"{rows}x{cols} is odd: the two parity lattices of the perfect-maze generators differ in size "
+                   f"(7x7: one offset has only 192 layouts); prefer even grids")
+    if train["generator"] in ("wilson", "kruskal", "dfs") and rows * cols <= 64:
+        out.append(f"{rows}x{cols} {train['generator']} mazes have few distinct layouts (8x8 Wilson: ~2x10^5, "
+                   f"smaller grids far fewer): {train['count']:,} training mazes may repeat layouts, and the builder "
+                   f"drops every test maze whose layout was trained on; request more test mazes than you evaluate")
+    return out
 
 
 def build_study(path: str | os.PathLike, out: str | os.PathLike, threads: int = 0, progress: bool = False,

@@ -57,6 +57,31 @@ def resolve_data_dir(data_dir, arm: str | None) -> Path:
     raise ValueError(f"{data_dir}: no token dir for arm {arm!r} (looked for arms/{arm}/ and {arm}/)")
 
 
+def steps_for_examples(loader: PackedLoader, examples: int, grad_accum: int = 1) -> int:
+    """Optimizer steps that show about ``examples`` examples: packing puts a different number of examples in a
+    row for each arm (a trace-free example is ~3x shorter), so budgets stated in examples are what keeps arms
+    comparable. Uses the mean over an epoch of the loader's packing."""
+    per_step = len(loader.indices) / len(loader) * grad_accum
+    return max(1, math.ceil(examples / per_step))
+
+
+def other_runnable() -> int | None:
+    """Processes other than this one that are running or ready to run right now (Linux /proc/loadavg), or
+    None where that is not known. Not the load average: it remembers a training that has just ended."""
+    try:
+        with open("/proc/loadavg") as f:
+            return max(0, int(f.read().split()[3].split("/")[0]) - 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 def _peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
@@ -122,28 +147,35 @@ def evaluate(model, loader: PackedLoader, batches: int, device, autocast, world:
 
 
 def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", model_overrides: dict | None = None,
-          steps: int | None = None, epochs: float | None = None, seq_len: int = 1024,
+          steps: int | None = None, epochs: float | None = None, examples: int | None = None, seq_len: int = 1024,
           batch_tokens: int | None = None, rows: int | None = None, lr: float = 1e-3, warmup: int = 100,
           min_lr_ratio: float = 0.1, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95),
           grad_clip: float = 1.0, grad_accum: int = 1, seed: int = 0, eval_every: int = 0, eval_batches: int = 8,
-          val_fraction: float = 0.02, save_every: int = 0, keep_last: int = 2, compile: bool = False,
-          resume: bool = False, device: str = "auto", attn_backend: str = "auto",
-          expect_grid: tuple[int, int] | None = None, stop_at: int | None = None, progress: bool = True) -> dict:
+          val_fraction: float = 0.02, save_every: int = 0, save_minutes: float = 5.0, keep_last: int = 2,
+          keep_steps=(), compile: bool = False, resume: bool = False, device: str = "auto",
+          attn_backend: str = "auto", threads: int = 0, expect_grid: tuple[int, int] | None = None,
+          stop_at: int | None = None, progress: bool = True) -> dict:
     """Trains a model of ``preset`` on the token dir ``data_dir`` (or its arm ``arm``) into ``out_dir``.
 
     Batch: ``rows`` rows of ``seq_len`` tokens per micro-batch and rank (or ``batch_tokens`` // seq_len);
-    an optimizer step uses ``grad_accum`` micro-batches on every rank. Length: ``steps`` optimizer steps, or
-    ``epochs`` passes over the training split. Writes ``out_dir/metrics.jsonl`` (one line per step, plus
-    ``val_loss`` lines) and checkpoints every ``save_every`` steps (0: only at the end) keeping the newest
-    ``keep_last`` and the best by validation loss. Returns a summary dict (losses per step, final val loss,
-    tokens/s, the last checkpoint). ``stop_at``: end this invocation after that optimizer step with a
-    checkpoint, the schedule still spanning ``steps`` (time-limited jobs; resume later)."""
+    an optimizer step uses ``grad_accum`` micro-batches on every rank. Length: ``steps`` optimizer steps,
+    ``epochs`` passes over the training split, or ``examples`` examples seen (:func:`steps_for_examples`: the
+    way to give arms whose sequences differ in length the same data). Writes ``out_dir/metrics.jsonl`` (one line
+    per step with the examples and tokens seen so far, plus ``val_loss``) and checkpoints every ``save_every``
+    steps, every ``save_minutes`` of wall time (so a kill loses little; resume is exact wherever it happens) and
+    at the end, keeping the newest ``keep_last``, the best by validation loss and those at ``keep_steps``.
+    ``threads`` > 0 sets torch's CPU threads. Returns a summary dict (losses per step, final val loss, tokens/s,
+    the last checkpoint). ``stop_at``: end this invocation after that optimizer step with a checkpoint, the
+    schedule still spanning ``steps`` (time-limited jobs; resume later)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; presets are: {', '.join(PRESETS)}")
-    if (steps is None) == (epochs is None):
-        raise ValueError("give exactly one of steps and epochs")
-    if steps is not None and steps < 1 or epochs is not None and not epochs > 0:
-        raise ValueError(f"steps={steps}, epochs={epochs}: must be positive")
+    if sum(x is not None for x in (steps, epochs, examples)) != 1:
+        raise ValueError("give exactly one of steps, epochs and examples")
+    if steps is not None and steps < 1 or epochs is not None and not epochs > 0 \
+            or examples is not None and examples < 1:
+        raise ValueError(f"steps={steps}, epochs={epochs}, examples={examples}: must be positive")
+    if threads < 0 or save_minutes < 0:
+        raise ValueError(f"threads={threads}, save_minutes={save_minutes}: must be ≥ 0")
     if rows is None and batch_tokens is None:
         rows = 1
     for name, value in (("grad_accum", grad_accum), ("eval_batches", eval_batches)):
@@ -177,8 +209,15 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
             raise ValueError(f"{latest / 'config.json'}: the run's model config differs from preset {preset!r} "
                              f"with these overrides; resume with the same model")
 
+    if threads > 0:
+        torch.set_num_threads(threads)
     rank, world, _local_rank, dev = _dist_setup(device)
     is_main = rank == 0
+    busy = other_runnable() if dev.type == "cpu" and world == 1 else None
+    if is_main and busy:
+        print(f"warning: {busy} other process(es) are running on this machine's {os.cpu_count()} cores; torch's "
+              f"{torch.get_num_threads()} threads slow down many times over when they share cores (measured "
+              f"16,600 -> ~150 tokens/s): stop the other job or pass --threads 1", file=sys.stderr)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
     if attn_backend == "auto":
         attn_backend = default_attn_backend(dev)  # triton on CUDA when the kernels import; REASONLESS_ATTN overrides
@@ -195,6 +234,8 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
             raise
     if epochs is not None:
         steps = max(1, math.ceil(epochs * len(loader) / grad_accum))
+    if examples is not None:
+        steps = steps_for_examples(loader, examples, grad_accum)
 
     torch.manual_seed(seed)
     model = Model(config, attn_backend=attn_backend).to(dev)
@@ -203,11 +244,13 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
     start_step, best_val = 0, None
+    seen = {"examples": 0, "tokens": 0}
     metrics_path = out_dir / "metrics.jsonl"
     if latest is not None:
         state = ckpt_io.load_checkpoint(latest, model, optimizer, restore_rng=True)["trainer"]
         start_step = int(state["step"])
         loader.load_state_dict(state["data"]["loader"])
+        seen = {"examples": int(state.get("examples_seen", 0)), "tokens": int(state.get("tokens_seen", 0))}
         best_val = state.get("best_val_loss")
         if is_main and metrics_path.exists():
             # Drop the lines of steps after the checkpoint (a crash after it) so the log reads as one run.
@@ -252,12 +295,15 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
             return
         trainer_state = {"data": {"loader": loader.state_dict(), "dir": str(data_dir), "grid": grid,
                                   "vocab_size": vocab_size, "arm": meta.get("arm")},
-                         "val_loss": val_loss, "best_val_loss": best_val, "hparams": hparams}
+                         "val_loss": val_loss, "best_val_loss": best_val, "hparams": hparams,
+                         "examples_seen": seen["examples"], "tokens_seen": seen["tokens"]}
         last_ckpt = ckpt_io.save_checkpoint(out_dir, step, raw_model, config.to_dict(), optimizer, trainer_state)
-        ckpt_io.prune_checkpoints(out_dir, keep_last)
+        ckpt_io.prune_checkpoints(out_dir, keep_last, keep_steps)
 
     model.train()
     t_start = time.perf_counter()
+    last_save, last_line = t_start, 0.0
+    keep_steps = {int(k) for k in keep_steps}
     try:
         end = steps if stop_at is None else max(start_step, min(steps, stop_at))
         for step in range(start_step, end):
@@ -267,7 +313,12 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
                 group["lr"] = cur_lr
             micro = [next(batches) for _ in range(grad_accum)]
             n_local = sum(b.n_loss_tokens for b in micro)
-            (n_global,) = _all_reduce_sum([float(n_local)], world, dev)
+            ex_local = sum(int((b.segment_example >= 0).sum()) for b in micro)
+            tok_local = sum(int(loader.lengths[b.segment_example[b.segment_example >= 0]].sum()) for b in micro)
+            n_global, ex_global, tok_global = _all_reduce_sum([float(n_local), float(ex_local), float(tok_local)],
+                                                              world, dev)
+            seen["examples"] += int(ex_global)
+            seen["tokens"] += int(tok_global)
             # DDP averages gradients over ranks; scaling by world makes the result the global token mean.
             scale = world / max(n_global, 1.0)
             loss_sum = 0.0
@@ -292,7 +343,8 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
             tok_s = tokens_per_step / dt
             done = step + 1
             record = {"step": done, "loss": loss, "lr": cur_lr, "grad_norm": float(grad_norm),
-                      "tokens_per_s": tok_s, "loss_tokens": int(n_global), "epoch": loader.epoch}
+                      "tokens_per_s": tok_s, "loss_tokens": int(n_global), "epoch": loader.epoch,
+                      "examples_seen": seen["examples"], "tokens_seen": seen["tokens"]}
             if peak is not None:
                 mean_len = sum(b.max_seqlen for b in micro) / len(micro)
                 record["mfu"] = tok_s * flops_per_token(config, max(1, int(mean_len))) / (peak * world)
@@ -305,13 +357,21 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
             if metrics is not None:
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
-            if progress and is_main:
+            now = time.perf_counter()
+            # One line every 10 s (and at validations and the end) rather than per step: thousands of steps.
+            if progress and is_main and (now - last_line >= 10.0 or eval_now or done == end):
+                last_line = now
                 extra = f" val {last_val:.4f}" if eval_now else ""
                 mfu = f" mfu {record['mfu']:.1%}" if "mfu" in record else ""
-                print(f"step {done}/{steps} loss {loss:.4f} lr {cur_lr:.2e} gnorm {float(grad_norm):.2f} "
-                      f"{tok_s:,.0f} tok/s{mfu}{extra}", file=sys.stderr, flush=True)
-            if (save_every > 0 and done % save_every == 0) or done == end:
+                rate = (done - start_step) / max(now - t_start, 1e-9)
+                eta = (end - done) / rate if rate > 0 else float("inf")
+                print(f"step {done}/{steps} ({done / steps:.0%}) loss {loss:.4f} lr {cur_lr:.2e} "
+                      f"{tok_s:,.0f} tok/s{mfu} examples {seen['examples']:,}{extra} "
+                      f"elapsed {_clock(now - t_start)} eta {_clock(eta)}", file=sys.stderr, flush=True)
+            timed_save = save_minutes > 0 and now - last_save >= 60.0 * save_minutes
+            if (save_every > 0 and done % save_every == 0) or done == end or done in keep_steps or timed_save:
                 save(done, last_val if eval_now else None)
+                last_save = time.perf_counter()
         if world > 1:
             # Tearing gloo down while rank 0 still writes its checkpoint aborts the other ranks' processes.
             import torch.distributed as dist
@@ -326,4 +386,5 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
     return {"losses": losses, "start_step": start_step, "steps": steps, "val_loss": last_val,
             "best_val_loss": best_val, "tokens_per_s": tok_s, "checkpoint": str(last_ckpt) if last_ckpt else None,
             "n_params": num_params(config), "elapsed_s": time.perf_counter() - t_start, "device": str(dev),
-            "world_size": world, "skipped_examples": int(len(loader.skipped))}
+            "world_size": world, "skipped_examples": int(len(loader.skipped)),
+            "examples_seen": seen["examples"], "tokens_seen": seen["tokens"]}
