@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import TMP_MARK, atomic_dir
+from .atomic import TMP_MARK, atomic_dir, crc32_file
 
 # safetensors dtype names <-> torch dtypes
 DTYPES: dict[str, torch.dtype] = {
@@ -39,6 +39,8 @@ DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit; a larger length means a damaged file
 
 CHECKPOINT_DIR = "checkpoints"
+# CRC-32 of every other file of a checkpoint, written last and checked on every load.
+CHECKSUMS = "checksums.json"
 STEP_RE = re.compile(r"^step-(\d+)$")
 
 if sys.byteorder != "little":  # the raw bytes of a tensor are written as they lie in memory
@@ -217,7 +219,28 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
             save_safetensors(tensors, tmp / "optimizer.safetensors")
             write_json(tmp / "optimizer.json", info)
         write_json(tmp / "trainer.json", {**trainer_state, "step": step, "rng": rng_state()})
+        write_json(tmp / CHECKSUMS, {p.name: crc32_file(p) for p in sorted(tmp.iterdir()) if p.is_file()})
     return final
+
+
+def check_checkpoint(ckpt: str | os.PathLike) -> None:
+    """Raises ValueError naming the file when a checkpoint file differs from the CRC-32 recorded when it was saved
+    (a flipped bit, a truncated copy) or is missing. Checkpoints written before checksums existed pass unchecked."""
+    ckpt = Path(ckpt)
+    path = ckpt / CHECKSUMS
+    if not path.exists():
+        return
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable ({err}); the checkpoint is damaged") from None
+    for name, digest in recorded.items():
+        f = ckpt / name
+        if not f.is_file():
+            raise ValueError(f"{f}: missing from the checkpoint")
+        if crc32_file(f) != digest:
+            raise ValueError(f"{f}: damaged (CRC-32 {crc32_file(f)}, recorded {digest} when it was saved); use "
+                             f"another checkpoint of the run")
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
@@ -258,6 +281,7 @@ def load_checkpoint(ckpt: str | os.PathLike, model: torch.nn.Module | None = Non
     """Loads a checkpoint into ``model`` / ``optimizer`` (when given) and returns
     ``{"config": dict, "trainer": dict}``. Missing or unexpected weights raise ValueError."""
     ckpt = Path(ckpt)
+    check_checkpoint(ckpt)
     config = read_config(ckpt)
     trainer = read_trainer_state(ckpt)
     if model is not None:

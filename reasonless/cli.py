@@ -137,7 +137,7 @@ def cmd_stats(args) -> None:
     print(json.dumps(summary, indent=1) if args.json else format_table(summary))
 
 
-def cmd_verify(args) -> None:
+def cmd_verify(args) -> int:
     from pathlib import Path
 
     from . import verifier
@@ -155,6 +155,14 @@ def cmd_verify(args) -> None:
         raise FileNotFoundError(f"{source}: no such file or corpus directory")
     summary = verdicts.summary()
     print(json.dumps(summary, indent=1) if args.json else verifier.format_summary(summary))
+    failed = len(verdicts) - int((verdicts.plan_valid.astype(bool) & verdicts.trace_valid.astype(bool)).sum())
+    # A corpus's own traces are A*'s: any failure means damaged data or a bug, so it is an error. Model outputs
+    # fail routinely; there it is one only when asked for.
+    if failed and (source.is_dir() or args.fail_on_invalid):
+        print(f"reasonless verify: {failed:,} of {len(verdicts):,} examples failed ({args.mode} mode)",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_dataset_build(args) -> None:
@@ -336,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write one JSON object per example, in input order (plan_valid, plan_optimal, "
                         "trace_valid, first_error, first_error_at, …)")
     v.add_argument("--threads", type=int, default=0)
+    v.add_argument("--fail-on-invalid", action="store_true",
+                   help="exit 1 when some example's plan or trace is invalid (always so for a corpus, whose own A* "
+                        "traces must all pass; for JSONL input the default exit status is 0)")
     v.set_defaults(func=cmd_verify)
 
     d = sub.add_parser("dataset", help="build the datasets of a study (train corpus, test suites, arms)",
@@ -495,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.command_line = "reasonless " + " ".join(shlex.quote(a) for a in argv)  # recorded in manifests
     try:
-        args.func(args)
+        rc = args.func(args)
     except (ValueError, OSError) as err:  # OSError: missing files, a full disk, permissions
         print(f"reasonless {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -503,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nreasonless {args.command}: interrupted; nothing half-written was left in place "
               f"(re-run the same command to resume)", file=sys.stderr)
         return 130
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

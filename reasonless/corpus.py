@@ -45,6 +45,9 @@ TIE_BREAKS = ("fifo", "min_g", "max_g", "lifo", "random")
 DEFAULT_SHARD_SIZE = 50_000
 
 
+MAX_COUNT = 2**40
+
+
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
 
@@ -132,7 +135,8 @@ def solve(walls, rows, cols, start, goal, maze_hash, first: int, tie_break: str,
 
 # --------------------------------------------------------------------------------------------- shards on disk
 class Shard:
-    """One shard directory, its arrays memory-mapped on first use."""
+    """One shard directory, its arrays memory-mapped on first use. The first use of each file checks its CRC-32
+    against the manifest, so a damaged file (a flipped bit, a truncated copy) is never read silently."""
 
     def __init__(self, corpus: "Corpus", entry: dict):
         self.corpus = corpus
@@ -141,6 +145,7 @@ class Shard:
         self.first = int(entry["first"])
         self.count = int(entry["count"])
         self._arrays: dict[str, np.ndarray] = {}
+        self._checked: set[str] = set()
 
     def __len__(self) -> int:
         return self.count
@@ -148,9 +153,27 @@ class Shard:
     def __getattr__(self, name: str) -> np.ndarray:
         if name in SHARD_FILES:
             if name not in self._arrays:
-                self._arrays[name] = np.load(self.path / f"{name}.npy", mmap_mode="r")
+                self._arrays[name] = self._open(name)
             return self._arrays[name]
         raise AttributeError(name)
+
+    def _open(self, name: str) -> np.ndarray:
+        path = self.path / f"{name}.npy"
+        if name not in self._checked:
+            recorded = self.entry.get("crc32", {}).get(f"{name}.npy")
+            if not path.is_file():
+                raise ValueError(f"{path}: missing (shard {self.entry['index']} of {self.corpus.path}, examples "
+                                 f"{self.first:,}–{self.first + self.count - 1:,}); regenerate the corpus")
+            if recorded is not None and crc32_file(path) != recorded:
+                raise ValueError(f"{path}: damaged, its CRC-32 differs from the one recorded when it was written "
+                                 f"(shard {self.entry['index']}, examples {self.first:,}–{self.first + self.count - 1:,}"
+                                 f"); re-run the `reasonless generate` command that made {self.corpus.path} to "
+                                 f"remake it")
+            self._checked.add(name)
+        try:
+            return np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as err:
+            raise ValueError(f"{path}: not a readable .npy file ({err})") from None
 
     def release(self) -> None:
         """Drops the memory maps, so that a pass over a large corpus keeps one shard resident at a time."""
@@ -363,8 +386,12 @@ def generate(out: str | os.PathLike, generator: str, count: int, rows: int = 30,
     check_grid_size(rows, cols)
     if count < 1:
         raise ValueError(f"count={count}: must be at least 1")
-    if seed < 0:
-        raise ValueError(f"seed={seed}: must be ≥ 0")
+    if count > MAX_COUNT:
+        raise ValueError(f"count={count:,}: at most {MAX_COUNT:,} (2^40) examples per corpus — beyond that a corpus "
+                         f"takes petabytes (≥ 200 bytes per example even for 8x8 mazes); split it into several "
+                         f"corpora with different seeds")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed={seed}: must be from 0 to 2^64 - 1")
     if shard_size < 1:
         raise ValueError(f"shard_size={shard_size}: must be at least 1")
     if tie_break not in TIE_BREAKS:
@@ -447,15 +474,16 @@ def _key_diff(old: dict, new: dict) -> str:
 def _complete_shards(out: Path, key: dict, mine: range) -> dict[int, dict]:
     """The complete shards of this corpus in `out`. Leftovers of interrupted writes of the shards in `mine` are
     removed; other parts' shards are never touched, since their makers may be writing them right now."""
-    for i in mine:
-        for leftover in out.glob(f"{shard_name(i)}{TMP_MARK}*"):
-            shutil.rmtree(leftover)
     done = {}
+    # One listing of what exists, not one lookup per shard index: the work is proportional to the shards on disk.
     for shard_dir in sorted(out.glob("shard-*")):
         if TMP_MARK in shard_dir.name:
+            index = shard_dir.name[len("shard-"):].split(TMP_MARK)[0]
+            if index.isdigit() and int(index) in mine:
+                shutil.rmtree(shard_dir)
             continue
-        entry = read_shard_entry(shard_dir)
-        if entry is None:  # damaged (e.g. a file deleted): remake it if it is ours
+        entry = read_shard_entry(shard_dir, check_files=True)
+        if entry is None:  # damaged (a file deleted, truncated or changed): remake it if it is ours
             if int(shard_dir.name.split("-")[1]) in mine:
                 shutil.rmtree(shard_dir)
             continue

@@ -285,6 +285,7 @@ def export_checkpoint(path, out_dir, *, checkpoint: str = "best", dtype="float32
         vocab = Vocab(int(grid[0]), int(grid[1]))
     elif isinstance(grid, list) and list(grid) != [vocab.rows, vocab.cols]:
         raise ValueError(f"{ckpt}: trained on {grid[0]}x{grid[1]} mazes, not {vocab.rows}x{vocab.cols}")
+    ckpt_io.check_checkpoint(ckpt)
     state = ckpt_io.load_safetensors(ckpt / "model.safetensors")
     run_dir = ckpt.parent.parent if ckpt.parent.name == ckpt_io.CHECKPOINT_DIR else None
     source = {"run": str(run_dir.resolve()) if run_dir else None, "checkpoint": str(ckpt.resolve()),

@@ -113,6 +113,8 @@ class Verdicts:
             "plan_optimal_pct": pct(int(self.plan_optimal.sum()), n),
             "trace_valid_pct": pct(int(tv.sum()), n),
             "trace_valid_among_valid_plans_pct": pct(int((pv & tv).sum()), n_pv),
+            "counts": {"plan_valid": [n_pv, n], "plan_optimal": [int(self.plan_optimal.sum()), n],
+                       "trace_valid": [int(tv.sum()), n], "trace_valid_among_valid_plans": [int((pv & tv).sum()), n_pv]},
             "confusion": {
                 "plan_valid": {"trace_valid": int((pv & tv).sum()), "trace_invalid": int((pv & ~tv).sum())},
                 "plan_invalid": {"trace_valid": int((~pv & tv).sum()), "trace_invalid": int((~pv & ~tv).sum())},
@@ -458,19 +460,35 @@ def verify_corpus(corpus, mode: str = "strict", threads: int = 0,
 
 # ---- Printing ----
 
+def percent(k: int, n: int, digits: int = 2) -> str:
+    """k/n in percent, never rounded to 100 when one failed nor to 0 when one passed (19,999 of 20,000 is 99.99,
+    not 100.00)."""
+    text = f"{100.0 * k / n:.{digits}f}"
+    unit = 10.0 ** -digits
+    if k < n and float(text) >= 100.0:
+        text = f"{100.0 - unit:.{digits}f}"
+    elif k > 0 and float(text) <= 0.0:
+        text = f"{unit:.{digits}f}"
+    return text
+
+
 def format_summary(summary: dict) -> str:
-    """The table of a :meth:`Verdicts.summary`: rates, the plan × trace confusion matrix, the top first errors."""
-    def rate(v) -> str:
-        return "—" if v is None else f"{v:6.2f} %"
+    """The table of a :meth:`Verdicts.summary`: rates with their counts, the plan × trace confusion matrix, the top
+    first errors."""
+    counts = summary["counts"]
+
+    def rate(key: str) -> str:
+        k, d = counts[key]
+        return "—" if not d else f"{percent(k, d):>6} %  ({k:,} / {d:,})"
 
     n = summary["examples"]
     lines = [
         f"verifier mode                  {summary.get('mode', '?')}",
         f"examples                       {n:,}",
-        f"plan valid                     {rate(summary['plan_valid_pct'])}",
-        f"plan optimal                   {rate(summary['plan_optimal_pct'])}",
-        f"trace valid                    {rate(summary['trace_valid_pct'])}",
-        f"trace valid among valid plans  {rate(summary['trace_valid_among_valid_plans_pct'])}",
+        f"plan valid                     {rate('plan_valid')}",
+        f"plan optimal                   {rate('plan_optimal')}",
+        f"trace valid                    {rate('trace_valid')}",
+        f"trace valid among valid plans  {rate('trace_valid_among_valid_plans')}",
         "",
         f"{'':16}{'trace valid':>14}{'trace invalid':>16}",
     ]
@@ -481,7 +499,7 @@ def format_summary(summary: dict) -> str:
     if summary["first_errors"]:
         lines.append("most frequent first errors")
         for name, k in summary["first_errors"]:
-            lines.append(f"  {name:30}{k:>10,}  {100.0 * k / n:6.2f} %")
+            lines.append(f"  {name:30}{k:>10,}  {percent(k, n):>6} %")
     else:
         lines.append("no errors")
     return "\n".join(lines)

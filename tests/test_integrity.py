@@ -1,0 +1,114 @@
+"""Damaged files are never used silently (issue 13): shards and checkpoints are checked against the CRC-32 recorded
+when they were written; a corpus whose own traces fail verification is an error; bounds are checked before any
+folder is made."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from reasonless import checkpoint as ckpt_io
+from reasonless.atomic import crc32_file
+from reasonless.cli import main
+from reasonless.corpus import Corpus, generate
+from reasonless.verifier import percent
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("integrity") / "c"
+    generate(out, "wilson", 300, rows=8, cols=8, seed=3, shard_size=100)
+    return out
+
+
+def flip_bit(path, offset_from_end=5):
+    data = bytearray(path.read_bytes())
+    data[len(data) - offset_from_end] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_in_a_shard_is_an_error_naming_the_file(corpus_dir, tmp_path, capsys):
+    damaged = tmp_path / "c"
+    shutil.copytree(corpus_dir, damaged)
+    flip_bit(damaged / "shard-00001" / "walls.npy")
+    assert main(["verify", str(damaged)]) == 2
+    err = capsys.readouterr().err
+    assert "shard-00001/walls.npy: damaged" in err and "examples 100–199" in err
+    assert main(["export", str(damaged), "--format", "jsonl", "--out", str(tmp_path / "x.jsonl"), "--quiet"]) == 2
+    assert "walls.npy: damaged" in capsys.readouterr().err and not (tmp_path / "x.jsonl").exists()
+    # the undamaged original still reads
+    assert main(["verify", str(corpus_dir)]) == 0
+
+
+def test_resumed_generate_remakes_a_damaged_shard(corpus_dir, tmp_path):
+    copy = tmp_path / "c"
+    shutil.copytree(corpus_dir, copy)
+    original = (copy / "shard-00002" / "ops.npy").read_bytes()
+    flip_bit(copy / "shard-00002" / "ops.npy")
+    (copy / "shard-00000" / "stats.npy").write_bytes((copy / "shard-00000" / "stats.npy").read_bytes()[:100])
+    generate(copy, "wilson", 300, rows=8, cols=8, seed=3, shard_size=100)
+    assert (copy / "shard-00002" / "ops.npy").read_bytes() == original
+    for shard in ("shard-00000", "shard-00001", "shard-00002"):
+        for f in (corpus_dir / shard).iterdir():
+            assert (copy / shard / f.name).read_bytes() == f.read_bytes(), f
+
+
+def test_verify_corpus_exits_nonzero_when_its_own_traces_fail(corpus_dir, tmp_path, capsys):
+    bad = tmp_path / "c"
+    shutil.copytree(corpus_dir, bad)
+    # A wrong h in one stored operation, with the checksums updated: the data is consistent but not A*'s.
+    ops_path = bad / "shard-00000" / "ops.npy"
+    ops = np.load(ops_path)
+    ops[3, 2] += 1
+    np.save(ops_path, ops)
+    digest = crc32_file(ops_path)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["shards"][0]["crc32"]["ops.npy"] = digest
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["verify", str(bad)]) == 1
+    out, err = capsys.readouterr()
+    assert "299 / 300" in out and "1 of 300 examples failed" in err
+    assert "100.00" not in out.split("trace valid")[1].splitlines()[0]
+
+
+def test_verify_jsonl_exit_status_only_with_fail_on_invalid(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"text": "query start 0 0 goal 1 0 reasoning close 0 0 c0 c1 solution plan 0 0 "
+                                        "plan 3 0 end", "rows": 4, "cols": 4}) + "\n")
+    assert main(["verify", str(path), "--mode", "paper"]) == 0
+    assert main(["verify", str(path), "--mode", "paper", "--fail-on-invalid"]) == 1
+
+
+def test_percent_never_rounds_to_a_bound_it_did_not_reach():
+    assert percent(19_999, 20_000) == "99.99"
+    assert percent(999_999, 1_000_000) == "99.99"
+    assert percent(1, 1_000_000) == "0.01"
+    assert percent(20_000, 20_000) == "100.00" and percent(0, 5) == "0.00" and percent(1, 2) == "50.00"
+
+
+def test_checkpoint_damage_is_found_on_load(tmp_path):
+    import torch
+
+    model = torch.nn.Linear(4, 3)
+    ckpt = ckpt_io.save_checkpoint(tmp_path / "run", 7, model, {"vocab_size": 5}, None, {"data": {}})
+    assert json.loads((ckpt / ckpt_io.CHECKSUMS).read_text())["model.safetensors"]
+    ckpt_io.load_checkpoint(ckpt, torch.nn.Linear(4, 3))
+    data = bytearray((ckpt / "model.safetensors").read_bytes())
+    for k in range(16):
+        data[-1 - k] ^= 0xFF
+    (ckpt / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model\.safetensors: damaged"):
+        ckpt_io.load_checkpoint(ckpt, torch.nn.Linear(4, 3))
+    other = ckpt_io.save_checkpoint(tmp_path / "run", 8, model, {"vocab_size": 5}, None, {"data": {}})
+    (other / "trainer.json").unlink()
+    with pytest.raises(ValueError, match=r"trainer\.json: missing"):
+        ckpt_io.check_checkpoint(other)
+
+
+def test_generate_bounds_are_checked_before_any_folder_is_made(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["generate", "--generator", "wilson", "--count", str(10**21), "--out", str(out), "--quiet"]) == 2
+    assert "at most 1,099,511,627,776" in capsys.readouterr().err and not out.exists()
+    assert main(["generate", "--generator", "wilson", "--count", "5", "--seed", str(2**64), "--out", str(out),
+                 "--quiet"]) == 2
+    assert "seed" in capsys.readouterr().err and not out.exists()
