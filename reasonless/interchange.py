@@ -159,6 +159,8 @@ class ImportReport:
 def _read_problem(line: bytes, lineno: int, default_rows: int, default_cols: int):
     try:
         obj = json.loads(line)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"not UTF-8 text (byte 0x{line[err.start]:02x} at column {err.start + 1})") from None
     except ValueError as err:
         raise ValueError(f"not valid JSON ({err.msg} at column {err.colno})") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):

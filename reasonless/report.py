@@ -44,8 +44,13 @@ def read_eval(path: str | os.PathLike) -> Evaluation:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such eval file")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                                 f"{err.start + 1})") from None
             if not line.strip():
                 continue
             try:

@@ -84,9 +84,12 @@ def load_study(path: str | os.PathLike) -> dict:
 
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML ({err})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})") \
+            from None
 
     def fail(where: str, message: str):
         raise ValueError(f"{path}: {where}: {message}")

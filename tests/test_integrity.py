@@ -112,3 +112,18 @@ def test_generate_bounds_are_checked_before_any_folder_is_made(tmp_path, capsys)
     assert main(["generate", "--generator", "wilson", "--count", "5", "--seed", str(2**64), "--out", str(out),
                  "--quiet"]) == 2
     assert "seed" in capsys.readouterr().err and not out.exists()
+
+
+def test_non_utf8_input_is_an_error_naming_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "query start 0 0 goal 1 0"}\n{"text": "query \xff\xfe"}\n')
+    assert main(["import", str(bad), "--out", str(tmp_path / "imp"), "--quiet"]) == 2
+    assert f"{bad}:2: not UTF-8 text (byte 0xff" in capsys.readouterr().err
+    study = tmp_path / "s.toml"
+    study.write_bytes(b'[study]\nname = "\xff"\n')
+    assert main(["dataset", "build", str(study), "--out", str(tmp_path / "d"), "--quiet"]) == 2
+    assert f"{study}: not UTF-8 text" in capsys.readouterr().err
+    ev = tmp_path / "e.jsonl"
+    ev.write_bytes(b"\xff\n")
+    assert main(["report", str(ev), "--out", str(tmp_path / "r")]) == 2
+    assert f"{ev}:1: not UTF-8 text" in capsys.readouterr().err
