@@ -17,10 +17,39 @@ def tmp_name(final: Path) -> Path:
     return final.with_name(f"{final.name}{TMP_MARK}{os.getpid()}")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: alive
+        return True
+    return True
+
+
+def sweep_stale(final: Path) -> list[Path]:
+    """Removes what killed writers of `final` left behind (``final.tmp-PID``, ``final.tmp-old-PID`` whose
+    process is gone), so a kill -9 costs no disk space after the next run; returns what was removed."""
+    final = Path(final)
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    prefix = f"{final.name}{TMP_MARK}"
+    for p in final.parent.iterdir():
+        if not p.name.startswith(prefix):
+            continue
+        pid = p.name[len(prefix):].removeprefix("old-")
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path):
     """Yields a temporary directory beside `final`; renames it to `final` if the block succeeds."""
     final = Path(final)
+    sweep_stale(final)
     tmp = tmp_name(final)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -45,6 +74,7 @@ def atomic_file(final: Path, mode: str = "wb"):
     """Yields an open file under a temporary name; renames it to `final` if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(final)
     tmp = tmp_name(final)
     try:
         with open(tmp, mode) as f:

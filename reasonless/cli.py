@@ -256,6 +256,27 @@ def cmd_export_hf(args) -> None:
           f"{info['vocab']['size']}) from {src['checkpoint']} (step {src['step']}, {src['selected_by']})")
 
 
+def cmd_grpo(args) -> None:
+    from .grpo import GRPOConfig, grpo, parse_reward
+
+    config = GRPOConfig(steps=args.steps, prompts=args.prompts, group=args.group, temperature=args.temperature,
+                        budget=args.budget, reward=parse_reward(args.reward), truncated=args.truncated,
+                        scale_rewards=args.scale_rewards, loss=args.loss, clip_low=args.clip_low,
+                        clip_high=args.clip_high, beta=args.beta, updates=args.updates, minibatch=args.minibatch,
+                        lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                        filter_zero_std=args.filter_zero_std, max_resample=args.max_resample, seed=args.seed,
+                        gen_batch=args.gen_batch, forward_tokens=args.forward_tokens)
+    result = grpo(args.init, args.data, args.out, arm=args.arm, config=config, eval_every=args.eval_every,
+                  eval_n=args.eval_n, eval_suites=args.eval_suites, resume=args.resume,
+                  device=args.device, threads=args.threads, save_every=args.save_every, keep_last=args.keep_last,
+                  progress=not args.quiet)
+    last = result["metrics"][-1] if result["metrics"] else None
+    summary = f"{args.out}: rollout steps {result['start_step']}..{result['steps']}, {result['grad_steps']} gradient steps"
+    if last is not None:
+        summary += f", last reward {last['reward_mean']:.3f} (plan valid {last['rate_plan_valid']:.3f})"
+    print(summary + f"; checkpoint {result['checkpoint']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog="reasonless", description=DESCRIPTION, formatter_class=fmt)
@@ -498,6 +519,73 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype of the exported weights (default float32)")
     x.add_argument("--force", action="store_true", help="replace a non-empty --out")
     x.set_defaults(func=cmd_export_hf)
+
+    g = sub.add_parser("grpo", help="GRPO post-training of a trained run with verifier rewards",
+                       description="Start from a trained run and, each rollout step, sample --group responses to "
+                                   "--prompts training problems (prompt prefilled once per group), score them with "
+                                   "the verifier (components plan_valid, plan_optimal, trace_valid_paper, "
+                                   "trace_valid_strict, each logged; the reward is their --reward weighted sum), "
+                                   "compute group-relative advantages and take clipped policy-gradient steps. "
+                                   "Writes OUT/metrics.jsonl (one line per rollout step: rollout_step and "
+                                   "grad_steps, rewards, validity, lengths, truncation, entropy, KL, clip "
+                                   "fraction, grad norm, time split and tokens/s) and checkpoints in the layout "
+                                   "of `reasonless train`, so `reasonless eval OUT` and `reasonless export-hf OUT` "
+                                   "work on it. --resume continues exactly (sampling noise is keyed by step).",
+                       epilog="example:\n  reasonless grpo --init runs/correct --data study --arm correct --out "
+                              "runs/correct-grpo --steps 200 --prompts 64 --group 8 --lr 1e-5 --eval-every 50 "
+                              "--eval-n 200", formatter_class=fmt)
+    g.add_argument("--init", required=True, help="the trained run (its best checkpoint) or a checkpoint directory")
+    g.add_argument("--data", required=True, help="study directory (prompts from its train/ corpus) or a corpus")
+    g.add_argument("--arm", required=True, choices=ARMS, metavar="ARM",
+                   help="the arm the model was trained on; it only decides how responses are verified "
+                        "(correct_no_costs: without cost tokens)")
+    g.add_argument("--out", required=True, help="run directory to write (metrics, checkpoints)")
+    g.add_argument("--steps", type=int, default=100, help="rollout steps (default 100)")
+    g.add_argument("--prompts", type=int, default=64, help="prompts per rollout step (default 64)")
+    g.add_argument("--group", type=int, default=8, help="samples per prompt (default 8)")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    g.add_argument("--budget", type=int, default=None,
+                   help="max new tokens per response (default: 2x the longest reference response of the corpus)")
+    g.add_argument("--reward", default="plan_valid=1", metavar="NAME=W[,NAME=W]",
+                   help="reward weights over plan_valid, plan_optimal, trace_valid_paper, trace_valid_strict "
+                        "(default plan_valid=1, the paper's)")
+    g.add_argument("--truncated", default="zero", choices=["zero", "mask"],
+                   help="a response that hit the budget scores 0 (zero, default) or also leaves the loss (mask)")
+    g.add_argument("--scale-rewards", default="group", choices=["group", "batch", "none"],
+                   help="divide r - mean(group) by the group's std, the batch's, or nothing (default group)")
+    g.add_argument("--loss", default="grpo", choices=["grpo", "dr_grpo", "dapo"],
+                   help="grpo: mean per response then over responses; dr_grpo: token sum / (rows x budget); "
+                        "dapo: mean over all tokens (default grpo)")
+    g.add_argument("--clip-low", type=float, default=0.2, help="PPO clip below 1 (default 0.2)")
+    g.add_argument("--clip-high", type=float, default=0.2, help="PPO clip above 1 (default 0.2)")
+    g.add_argument("--beta", type=float, default=0.0,
+                   help="weight of the k3 KL to the initial model (default 0: the reference is not loaded)")
+    g.add_argument("--updates", type=int, default=1, help="passes over each rollout batch (default 1)")
+    g.add_argument("--minibatch", type=int, default=None,
+                   help="responses per gradient step (default: the whole rollout batch)")
+    g.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate, constant (default 1e-5)")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
+    g.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm, 0 = off (default 1.0)")
+    g.add_argument("--filter-zero-std", action="store_true",
+                   help="drop groups whose plan_valid rewards are all equal and sample more prompts to fill the batch")
+    g.add_argument("--max-resample", type=int, default=4,
+                   help="extra sampling rounds per step with --filter-zero-std (default 4)")
+    g.add_argument("--seed", type=int, default=0, help="prompt order and sampling seed (default 0)")
+    g.add_argument("--gen-batch", type=int, default=64, help="prompts generated together (default 64)")
+    g.add_argument("--forward-tokens", type=int, default=32768,
+                   help="tokens per training forward pass; gradients accumulate over passes (default 32768)")
+    g.add_argument("--save-every", type=int, default=0, help="checkpoint every N rollout steps (default: the end)")
+    g.add_argument("--keep-last", type=int, default=2, help="checkpoints kept (default 2)")
+    g.add_argument("--eval-every", type=int, default=0,
+                   help="evaluate on the test suites every N rollout steps and at the end (default 0: never)")
+    g.add_argument("--eval-n", type=int, default=None, help="first N problems of each suite (default: all)")
+    g.add_argument("--eval-suites", default=None,
+                   help="suites to evaluate on (default: the --data study's test/ suites)")
+    g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    g.add_argument("--quiet", action="store_true", help="no progress lines")
+    g.set_defaults(func=cmd_grpo)
     return p
 
 

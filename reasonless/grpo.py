@@ -818,3 +818,53 @@ def run_grpo(task, out_dir, cfg: GRPOConfig, *, init, resume: bool = False, devi
     return {"metrics": records, "start_step": start_step, "steps": cfg.steps, "grad_steps": grad_steps,
             "checkpoint": str(last_ckpt) if last_ckpt else None, "budget": budget}
 
+
+
+# --------------------------------------------------------------------------------------------------
+# `reasonless grpo`
+
+
+def _eval_metrics(summary: dict) -> dict:
+    """The headline rates (percent) of an eval summary, one key per suite and rate."""
+    out = {}
+    for suite, s in summary["suites"].items():
+        for key in ("plan_valid", "plan_optimal", "trace_valid"):
+            out[f"eval_{suite}_{key}"] = s["modes"]["paper"][key]["pct"]
+        out[f"eval_{suite}_trace_valid_strict"] = s["modes"]["strict"]["trace_valid"]["pct"]
+        out[f"eval_{suite}_hit_budget"] = s["hit_budget"]["pct"]
+    return out
+
+
+def grpo(init, data, out, *, arm: str, config: GRPOConfig | None = None, eval_every: int = 0, eval_n: int | None = None,
+         eval_suites=None, resume: bool = False, device="auto", threads: int = 0, save_every: int = 0,
+         keep_last: int = 2, progress: bool = True) -> dict:
+    """`reasonless grpo`: GRPO from the trained run ``init`` on the training problems of ``data`` (a study
+    directory, whose ``train`` corpus holds them, or a corpus), scored as arm ``arm``, into ``out``. With
+    ``eval_every``, the model answers the first ``eval_n`` problems of each test suite (``eval_suites``, default
+    the study's ``data/test``) greedily at those steps and at the end, as `reasonless eval` does; the results go
+    to ``out/evals/step-NNNNNN.jsonl`` and their rates into the metrics."""
+    cfg = config or GRPOConfig()
+    task = MazeTask(prompt_corpus(data), arm, threads=threads)
+    eval_fn = None
+    if eval_every:
+        from .evaluate import evaluate_model, find_suites
+
+        if eval_n is not None and eval_n < 1:
+            raise ValueError(f"--eval-n {eval_n}: must be at least 1")
+        suites_dir = Path(eval_suites) if eval_suites is not None else Path(data)
+        if eval_suites is None and not (suites_dir / "test").is_dir():
+            raise ValueError(f"--eval-every: {data} has no test suites (test/<name>); pass --eval-suites")
+        suites = find_suites(suites_dir)
+        out_dir = Path(out)
+
+        def eval_fn(model, step):
+            path = out_dir / "evals" / f"step-{step:06d}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            meta = {"run": str(out_dir), "run_name": out_dir.resolve().name, "step": step, "arm": arm,
+                    "checkpoint": None, "suites_dir": str(suites_dir), "grid": task.data_info["grid"]}
+            summary = evaluate_model(model, suites, path, meta=meta, n=eval_n, device=next(model.parameters()).device,
+                                     grid=task.data_info["grid"], threads=threads)
+            return _eval_metrics(summary)
+
+    return run_grpo(task, out, cfg, init=init, resume=resume, device=device, threads=threads, save_every=save_every,
+                    keep_last=keep_last, eval_every=eval_every, eval_fn=eval_fn, progress=progress)

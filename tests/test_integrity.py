@@ -127,3 +127,23 @@ def test_non_utf8_input_is_an_error_naming_file_and_line(tmp_path, capsys):
     ev.write_bytes(b"\xff\n")
     assert main(["report", str(ev), "--out", str(tmp_path / "r")]) == 2
     assert f"{ev}:1: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_leftovers_of_a_killed_export_are_removed_by_the_next_run(corpus_dir, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    out = tmp_path / "x.jsonl"
+    stale_file = tmp_path / f"x.jsonl.tmp-{pid}"
+    stale_file.write_bytes(b"half written")
+    tokens = tmp_path / "tok"
+    (tmp_path / f"tok.tmp-{pid}").mkdir()
+    (tmp_path / f"tok.tmp-{pid}" / "tokens.npy").write_bytes(b"x" * 1000)
+    alive = tmp_path / f"x.jsonl.tmp-{1}"  # pid 1 is alive: another writer's file is never touched
+    alive.write_bytes(b"busy")
+    assert main(["export", str(corpus_dir), "--format", "jsonl", "--out", str(out), "--quiet"]) == 0
+    assert main(["export", str(corpus_dir), "--format", "tokens", "--out", str(tokens), "--quiet"]) == 0
+    assert out.is_file() and (tokens / "meta.json").is_file()
+    assert not stale_file.exists() and not (tmp_path / f"tok.tmp-{pid}").exists() and alive.exists()
