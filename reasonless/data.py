@@ -188,7 +188,8 @@ def check_token_dir(path: str | os.PathLike, expect_vocab_size: int | None = Non
     path = Path(path)
     meta_path = path / "meta.json"
     if not meta_path.is_file():
-        raise ValueError(f"{meta_path}: missing; {path} is not a token export (reasonless export --tokens)")
+        raise ValueError(f"{meta_path}: missing; {path} is not a token export (make one with `reasonless export "
+                         f"CORPUS --format tokens --arm ARM --out DIR`, or give `train` a study directory and --arm)")
     try:
         meta = json.loads(meta_path.read_text())
     except ValueError as err:

@@ -313,6 +313,24 @@ def prompt_corpus(data) -> "object":
 # Advantages and losses
 
 
+def shape_rewards(raw: dict, stopped, weights: dict, truncated: str = "zero"):
+    """Components, weighted reward and loss mask of responses from the task's raw scores: a response that did
+    not stop (it used its whole budget) scores 0 in every component, and with ``truncated="mask"`` it is also
+    left out of the loss (valid False). Returns (components {name: float64 (n,)}, reward (n,), valid bool (n,))."""
+    if truncated not in TRUNCATED:
+        raise ValueError(f"truncated={truncated!r}: choose one of {', '.join(TRUNCATED)}")
+    cut = ~np.asarray(stopped, dtype=bool)
+    comp = {c: np.where(cut, 0.0, np.asarray(v, dtype=np.float64)) for c, v in raw.items()}
+    unknown = [c for c in weights if c not in comp]
+    if unknown:
+        raise ValueError(f"reward weights name {', '.join(map(repr, unknown))}, not among {', '.join(comp)}")
+    reward = np.zeros(cut.shape, dtype=np.float64)
+    for c, w in weights.items():
+        reward += w * comp[c]
+    valid = ~cut if truncated == "mask" else np.ones(cut.shape, dtype=bool)
+    return comp, reward, valid
+
+
 def group_advantages(rewards, scale: str = "group", valid=None, eps: float = EPS) -> np.ndarray:
     """Advantages of rewards (P, G): r − mean of the group, divided by the group's sample standard deviation
     (``group``), the whole batch's (``batch``) or nothing (``none``), plus ``eps``. ``valid`` (bool (P, G)):
@@ -393,7 +411,7 @@ def policy_loss(logp, old_logp, advantages, mask, loss_type: str = "grpo", *, cl
     n_tok = mask.sum().clamp_min(1.0)
     stats = {"clip_frac_low": float((info["clipped_low"] * mask).sum() / n_tok),
              "clip_frac_high": float((info["clipped_high"] * mask).sum() / n_tok),
-             "kl": None if info["kl"] is None else float((info["kl"] * mask).sum() / n_tok)}
+             "kl": None if info["kl"] is None else float((info["kl"].detach() * mask).sum() / n_tok)}
     return loss, stats
 
 
@@ -576,6 +594,11 @@ def _std(x) -> float | None:
     return float(x.std()) if x.size else None
 
 
+def reference_model(model):
+    """The frozen copy of the initial policy that the KL term measures against."""
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
 def _resolve_device(device) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -632,9 +655,7 @@ def run_grpo(task, out_dir, cfg: GRPOConfig, *, init, resume: bool = False, devi
     init_ckpt, _ = ckpt_io.resolve_checkpoint(init, "best")
     model, meta = load_model(init_ckpt, device=dev)
     task.check_model(model, meta)
-    ref_model = None
-    if cfg.beta > 0:  # the frozen start; never loaded when the KL term is off
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    ref_model = reference_model(model) if cfg.beta > 0 else None  # never built when the KL term is off
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
     start_step, grad_steps, cursor = 0, 0, 0
@@ -694,17 +715,16 @@ def run_grpo(task, out_dir, cfg: GRPOConfig, *, init, resume: bool = False, devi
                 missing = [c for c in task.components if c not in raw]
                 if missing:
                     raise ValueError(f"the task's reward function returned no {', '.join(missing)}")
+                raw = {c: np.asarray(raw[c], dtype=np.float64) for c in task.components}
                 truncated = ~np.asarray(gen.stopped, dtype=bool)
-                comp = {c: np.where(truncated, 0.0, np.asarray(raw[c], dtype=np.float64)) for c in task.components}
-                reward = sum(w * comp[c] for c, w in weights.items())
-                valid = ~truncated if cfg.truncated == "mask" else np.ones_like(truncated)
+                comp, reward, valid = shape_rewards(raw, gen.stopped, weights, cfg.truncated)
                 valid &= np.array([len(t) > 0 for t in gen.tokens])
                 signal = groups_with_signal(comp[task.primary].reshape(n_req, cfg.group),
                                             valid.reshape(n_req, cfg.group))
                 times["verify"] += time.perf_counter() - t1
                 for c in task.components:
                     seen["comp"][c].append(comp[c])
-                    seen["raw"][c].append(np.asarray(raw[c], dtype=np.float64))
+                    seen["raw"][c].append(raw[c])
                 seen["reward"].append(reward)
                 seen["length"].append(np.array([len(t) for t in gen.tokens]))
                 seen["truncated"].append(truncated)

@@ -143,6 +143,8 @@ def load_study(path: str | os.PathLike) -> dict:
         except ValueError as err:
             fail(f"{where} generator/params", str(err))
         spec = {"generator": table["generator"], "count": table["count"], "seed": table["seed"], "params": params}
+        if "name" in table and not isinstance(table["name"], str):
+            fail(f"{where} name", f"must be a string, got {table['name']!r}")
         if default_name is not None:
             spec["name"] = str(table.get("name", default_name))
         return spec
@@ -162,6 +164,9 @@ def load_study(path: str | os.PathLike) -> dict:
     arm_seed = arms.get("seed", 0)
     if isinstance(arm_seed, bool) or not isinstance(arm_seed, int) or arm_seed < 0:
         fail("[arms] seed", f"must be an integer ≥ 0, got {arm_seed!r}")
+    for key in ("name",):
+        if key in study and not isinstance(study[key], str):
+            fail(f"[study] {key}", f"must be a string, got {study[key]!r}")
     spec = {"name": str(study.get("name", path.stem)), "rows": rows, "cols": cols, "tie_break": tie_break,
             "train": train, "test": suites, "arms": {"names": list(arm_names), "seed": arm_seed},
             "source": str(path)}

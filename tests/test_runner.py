@@ -233,3 +233,14 @@ def test_a_different_study_is_refused_in_the_same_directory(micro_study, tmp_pat
     other.write_text(MICRO.format(examples=600, every=200))
     assert main(["study", "run", str(other), "--out", str(micro_study / "ref"), "--quiet"]) == 2
     assert "different study" in capsys.readouterr().err
+
+
+def test_study_names_must_be_strings(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(MICRO.format(examples=200, every=100).replace('name = "micro"', "name = 5"))
+    with pytest.raises(ValueError, match=r"\[study\] name: must be a string"):
+        load_study(path)
+    path.write_text(MICRO.format(examples=200, every=100).replace('generator = "wilson"\ncount = 60',
+                                                                   'name = 7\ngenerator = "wilson"\ncount = 60'))
+    with pytest.raises(ValueError, match=r"\[\[test\]\] #1 name: must be a string"):
+        load_study(path)
