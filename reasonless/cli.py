@@ -271,7 +271,8 @@ def cmd_grpo(args) -> None:
                   device=args.device, threads=args.threads, save_every=args.save_every, keep_last=args.keep_last,
                   progress=not args.quiet)
     last = result["metrics"][-1] if result["metrics"] else None
-    summary = f"{args.out}: rollout steps {result['start_step']}..{result['steps']}, {result['grad_steps']} gradient steps"
+    summary = (f"{args.out}: rollout steps {result['start_step']}..{result['steps']}, {result['grad_steps']} "
+               f"gradient steps")
     if last is not None:
         summary += f", last reward {last['reward_mean']:.3f} (plan valid {last['rate_plan_valid']:.3f})"
     print(summary + f"; checkpoint {result['checkpoint']}")

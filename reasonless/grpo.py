@@ -653,6 +653,7 @@ def run_grpo(task, out_dir, cfg: GRPOConfig, *, init, resume: bool = False, devi
         torch.set_num_threads(threads)
     dev = _resolve_device(device)
     init_ckpt, _ = ckpt_io.resolve_checkpoint(init, "best")
+    init_ckpt = init_ckpt.resolve()  # recorded, and compared on resume from wherever it is run
     model, meta = load_model(init_ckpt, device=dev)
     task.check_model(model, meta)
     ref_model = reference_model(model) if cfg.beta > 0 else None  # never built when the KL term is off
@@ -670,13 +671,15 @@ def run_grpo(task, out_dir, cfg: GRPOConfig, *, init, resume: bool = False, devi
         if Path(state["init"]).resolve() != init_ckpt.resolve():
             raise ValueError(f"--init {init}: the run in {out_dir} started from {state['init']}; resume with it")
         old = saved["trainer"].get("hparams", {})
-        changed = [k for k in TRAJECTORY_KEYS if json.loads(json.dumps(old.get(k))) != json.loads(json.dumps(hparams[k]))]
+        as_json = lambda v: json.loads(json.dumps(v))  # noqa: E731  (tuples and lists compare equal)
+        changed = [k for k in TRAJECTORY_KEYS if as_json(old.get(k)) != as_json(hparams[k])]
         if changed:
             raise ValueError(f"--resume: {', '.join(f'{k} {old.get(k)!r} -> {hparams[k]!r}' for k in changed)} "
                              f"differ from the run in {out_dir}; resume with the same settings")
         ckpt_io.load_checkpoint(latest, model, optimizer, restore_rng=True)
         start_step, grad_steps, cursor = int(state["rollout_step"]), int(state["grad_steps"]), int(state["cursor"])
-        _truncate_metrics(metrics_path, start_step)
+    # Lines of steps after the checkpoint (or of a start that crashed before its first one) are redone.
+    _truncate_metrics(metrics_path, start_step)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "run.json").write_text(json.dumps(
         {"kind": "grpo", "init": str(init_ckpt), "data": task.data_info.get("dir"), "arm": task.data_info.get("arm"),
@@ -826,7 +829,7 @@ def run_grpo(task, out_dir, cfg: GRPOConfig, *, init, resume: bool = False, devi
                       f"{record['tokens_per_s'] or 0:,.0f} tok/s step {record['time_step_s']:.1f}s",
                       file=sys.stderr, flush=True)
             if (save_every and done % save_every == 0) or done == cfg.steps:
-                trainer_state = {"data": {**task.data_info, "cursor": cursor}, "val_loss": None,
+                trainer_state = {"data": task.data_info, "val_loss": None,
                                  "best_val_loss": None, "hparams": hparams,
                                  "grpo": {"init": str(init_ckpt), "rollout_step": done, "grad_steps": grad_steps,
                                           "cursor": cursor}}

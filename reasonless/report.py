@@ -122,6 +122,8 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
     for e in evals:
         suites += [s for s in e.suites if s not in suites]
     metrics = {e.label: {s: metrics_of_rows(rows) for s, rows in e.suites.items()} for e in evals}
+    # The solution-only arm writes no trace: its trace columns are not applicable, not 0 %.
+    traceless = {e.label for e in evals if e.meta.get("arm") == "none"}
 
     # Reference lengths per suite example, pooled over the evaluations (they share the suite's examples).
     refs: dict[str, dict] = {s: {} for s in suites}
@@ -146,7 +148,8 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
         except ImportError:
             note = "plots skipped: matplotlib is not installed (pip install matplotlib)"
         else:
-            plot_files = _plots(evals, suites, metrics, binned, edges, mode, out)
+            plot_files = _plots([e for e in evals if e.label not in traceless], suites, metrics, binned, edges, mode,
+                                out)
     else:
         note = "plots not requested"
 
@@ -163,17 +166,19 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
                      samp, e.path.name])
     L += _md_table(["label", "arm", "run", "step", "sampling", "file"], body, numeric=False) + [""]
 
-    def pivot(title: str, pick) -> None:
+    def pivot(title: str, pick, trace: bool = True) -> None:
         L.extend([f"## {title}", ""])
-        rows = [[e.label] + [format_rate(pick(metrics[e.label][s])) if s in metrics[e.label] else "—"
-                             for s in suites] for e in evals]
+        rows = [[e.label] + [("n/a" if trace and e.label in traceless else format_rate(pick(metrics[e.label][s])))
+                             if s in metrics[e.label] else "—" for s in suites] for e in evals]
         L.extend(_md_table(["arm"] + suites, rows) + [""])
 
-    pivot("Plan valid (%)", lambda s: s["modes"][mode]["plan_valid"])
+    pivot("Plan valid (%)", lambda s: s["modes"][mode]["plan_valid"], trace=False)
     pivot(f"Trace valid (%, {mode})", lambda s: s["modes"][mode]["trace_valid"])
     pivot(f"Trace valid among valid plans (%, {mode})", lambda s: s["modes"][mode]["trace_valid_among_valid_plans"])
     for m in other:
         pivot(f"Trace valid (%, {m})", lambda s, m=m: s["modes"][m]["trace_valid"])
+    if traceless:
+        L += [f"n/a: {', '.join(sorted(traceless))} has no trace (the solution-only arm).", ""]
 
     for s in suites:
         L += [f"## Suite `{s}`", ""]
@@ -188,17 +193,19 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
                 continue
             pm, tl = sm["modes"][mode], sm["trace_length"]
             r = tl["pearson_r"]
+            na = e.label in traceless
+            trace_cell = lambda rate_: "n/a" if na else format_rate(rate_)  # noqa: E731
             body.append([e.label, str(sm["n"]), format_rate(pm["plan_valid"]), format_rate(pm["plan_optimal"]),
-                         format_rate(pm["trace_valid"])]
-                        + [format_rate(sm["modes"][m]["trace_valid"]) for m in other]
-                        + [format_rate(pm["trace_valid_among_valid_plans"]), format_rate(sm["hit_budget"]),
-                           f"{tl['mean_generated']:.1f}", f"{tl['mean_reference']:.1f}",
-                           "—" if r is None else f"{r:.3f}"])
+                         trace_cell(pm["trace_valid"])]
+                        + [trace_cell(sm["modes"][m]["trace_valid"]) for m in other]
+                        + [trace_cell(pm["trace_valid_among_valid_plans"]), format_rate(sm["hit_budget"]),
+                           "n/a" if na else f"{tl['mean_generated']:.1f}", f"{tl['mean_reference']:.1f}",
+                           "n/a" if na else "—" if r is None else f"{r:.3f}"])
         L += _md_table(header, body) + [""]
         L += [f"Trace valid ({mode}, %) by reference trace length (operations):", ""]
         bins = [f"{lo}–{hi - 1}" for lo, hi in zip(edges[s][:-1].tolist(), edges[s][1:].tolist())]
         body = [[e.label] + [f"{format_rate(b, ci=False)} (n={b['n']})" for b in binned[e.label][s]]
-                for e in evals if s in binned[e.label]]
+                for e in evals if s in binned[e.label] and e.label not in traceless]
         L += _md_table(["arm"] + bins, body) + [""]
         L += ["First errors (" + mode + "): " + "; ".join(
             f"{e.label}: " + (", ".join(f"{name} {k}" for name, k in metrics[e.label][s]["modes"][mode]

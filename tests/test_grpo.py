@@ -3,6 +3,7 @@ log-prob code path for sampling and training, learning a toy task with every los
 sampling, and `reasonless grpo` end to end on a tiny trained run."""
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from reasonless import checkpoint as ck
 from reasonless import grpo as G
 from reasonless.cli import main
-from reasonless.corpus import Corpus, generate
+from reasonless.corpus import generate
 from reasonless.evaluate import load_problems
 from reasonless.interchange import export_tokens
 from reasonless.model import Model, ModelConfig
@@ -40,6 +41,16 @@ def toy_task(n_prompts=16, reward=None, components=("hit",), budget=3):
         def reward(problems, responses):
             return {"hit": np.array([float(len(r) > 0 and r[0] == TARGET) for r in responses])}
     return G.PromptTask(prompts, reward, components, budget=budget, stop_ids=(TARGET,))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Generating a corpus (numba) leaves torch's OpenMP pool at every core, and tiny models on shared cores are
+    then many times slower; the runs below also pass threads=1, as a user on a busy machine would."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def stable(record):
@@ -250,7 +261,8 @@ def test_gradient_does_not_depend_on_how_the_forward_is_cut(loss_type):
     prompts = [rng.integers(0, 16, size=n) for n in (3, 6, 4, 5)]
     responses = [rng.integers(0, 16, size=n) for n in (2, 5, 1, 3)]
     batch = G.RolloutBatch(prompts, responses, rng.normal(size=4))
-    G.score_rollout(model, batch, temperature=1.0, forward_tokens=10_000, ref_model=toy_model(seed=3, dtype=torch.float64))
+    ref = toy_model(seed=3, dtype=torch.float64)
+    G.score_rollout(model, batch, temperature=1.0, forward_tokens=10_000, ref_model=ref)
     batch.old_logp = batch.old_logp + torch.as_tensor(rng.normal(scale=0.3, size=batch.old_logp.shape))
     grads = []
     for forward_tokens in (1, 10_000):
@@ -273,7 +285,7 @@ def test_toy_task_is_learned_with_every_loss(tmp_path, loss_type, monkeypatch):
     monkeypatch.setattr(G, "reference_model", no_reference)
     init = save_init(tmp_path / "init", toy_model())
     cfg = G.GRPOConfig(steps=14, prompts=8, group=8, lr=3e-2, loss=loss_type, reward={"hit": 1.0})
-    result = G.run_grpo(toy_task(), tmp_path / "out", cfg, init=init, device="cpu", progress=False)
+    result = G.run_grpo(toy_task(), tmp_path / "out", cfg, init=init, device="cpu", threads=1, progress=False)
     rewards = [m["reward_mean"] for m in result["metrics"]]
     assert rewards[0] < 0.2 and min(rewards[-3:]) > 0.9, rewards
     last = result["metrics"][-1]
@@ -281,18 +293,30 @@ def test_toy_task_is_learned_with_every_loss(tmp_path, loss_type, monkeypatch):
     assert result["checkpoint"].endswith("step-000014")
 
 
+@pytest.mark.parametrize("truncated", G.TRUNCATED)
+def test_truncated_responses_score_zero_or_leave_the_loss(tmp_path, truncated):
+    init = save_init(tmp_path / "init", toy_model(seed=6))
+    cfg = G.GRPOConfig(steps=2, prompts=4, group=4, lr=1e-2, reward={"hit": 1.0}, truncated=truncated)
+    for m in G.run_grpo(toy_task(), tmp_path / "out", cfg, init=init, device="cpu", threads=1,
+                        progress=False)["metrics"]:
+        n_cut = round(m["frac_truncated"] * m["samples"])
+        assert n_cut > 0 and m["reward_hit_mean"] <= 1 - m["frac_truncated"]
+        total = round(m["response_len_mean"] * m["samples"])
+        # a cut response used its whole budget of 3 tokens
+        assert m["train_tokens"] == (total if truncated == "zero" else total - 3 * n_cut)
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     init = save_init(tmp_path / "init", toy_model(seed=4))
     cfg = G.GRPOConfig(steps=4, prompts=4, group=4, lr=2e-2, beta=0.05, updates=2, minibatch=6, reward={"hit": 1.0},
                        clip_low=0.1, clip_high=0.1, filter_zero_std=True, max_resample=1)
-    kw = dict(init=init, device="cpu", progress=False, save_every=2)
+    kw = dict(init=init, device="cpu", threads=1, progress=False, save_every=2)
     whole = G.run_grpo(toy_task(n_prompts=5), tmp_path / "a", cfg, **kw)
     assert whole["grad_steps"] == sum(2 * math.ceil(m["prompts"] * 4 / 6) for m in whole["metrics"])
     assert all(m["kl"] is not None and m["clip_frac"] is not None for m in whole["metrics"] if m["prompts"])
     assert any(m["clip_frac"] for m in whole["metrics"] if m["prompts"])
     # a crash after step 3: the step-2 checkpoint survives and metrics.jsonl already has lines 3 and 4
     G.run_grpo(toy_task(n_prompts=5), tmp_path / "b", cfg, **kw)
-    import shutil
     shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-000004")
     with pytest.raises(ValueError, match="--resume"):
         G.run_grpo(toy_task(n_prompts=5), tmp_path / "b", cfg, **kw)
@@ -322,17 +346,17 @@ def test_zero_std_filter_fills_the_batch_and_logs_the_fraction(tmp_path):
     task = G.PromptTask(prompts, parity, ["hit"], budget=1, stop_ids=range(16))
     init = save_init(tmp_path / "init", toy_model(seed=5))
     cfg = G.GRPOConfig(steps=2, prompts=4, group=8, lr=1e-3, reward={"hit": 1.0}, filter_zero_std=True, max_resample=6)
-    for m in G.run_grpo(task, tmp_path / "f", cfg, init=init, device="cpu", progress=False)["metrics"]:
+    for m in G.run_grpo(task, tmp_path / "f", cfg, init=init, device="cpu", threads=1, progress=False)["metrics"]:
         assert m["prompts"] == 4 and m["train_tokens"] == 32  # the batch is full
         assert m["attempts"] >= 2 and 0 < m["frac_reward_zero_std"] < 1
         assert m["samples"] > 32 and m["samples"] % 8 == 0
     plain = G.GRPOConfig(**{**cfg.to_dict(), "filter_zero_std": False})
-    for m in G.run_grpo(task, tmp_path / "p", plain, init=init, device="cpu", progress=False)["metrics"]:
+    for m in G.run_grpo(task, tmp_path / "p", plain, init=init, device="cpu", threads=1, progress=False)["metrics"]:
         assert m["attempts"] == 1 and m["prompts"] == 4 and m["samples"] == 32 and m["frac_reward_zero_std"] > 0
     # no group ever has signal: the retries are bounded and the step trains on nothing
     flat = G.PromptTask(prompts, lambda problems, responses: np.ones(len(responses)), ["hit"], budget=1,
                         stop_ids=range(16))
-    result = G.run_grpo(flat, tmp_path / "c", cfg, init=init, device="cpu", progress=False)
+    result = G.run_grpo(flat, tmp_path / "c", cfg, init=init, device="cpu", threads=1, progress=False)
     assert result["grad_steps"] == 0
     assert all(m["attempts"] == 7 and m["prompts"] == 0 and m["frac_reward_zero_std"] == 1.0 and m["loss"] is None
                for m in result["metrics"])
@@ -352,7 +376,7 @@ def trained(tmp_path_factory):
     generate(study / "test" / "wilson", "wilson", 4, rows=5, cols=5, seed=2)
     export_tokens(corpus, study / "arms" / "correct", arm="correct")
     train(study, root / "run", arm="correct", preset="tiny", model_overrides=TINY, steps=3, seq_len=256, rows=2,
-          warmup=1, val_fraction=0.2, save_minutes=0, progress=False)
+          warmup=1, val_fraction=0.2, save_minutes=0, threads=1, progress=False)
     return study, root / "run"
 
 
@@ -361,7 +385,7 @@ def test_cli_grpo_then_eval_and_export_hf(trained, tmp_path, capsys):
     out = tmp_path / "grpo"
     argv = ["grpo", "--init", run, "--data", study, "--arm", "correct", "--out", out, "--steps", 2, "--prompts", 3,
             "--group", 4, "--budget", 24, "--lr", 1e-3, "--reward", "plan_valid=1,trace_valid_strict=0.5",
-            "--eval-every", 2, "--eval-n", 2, "--device", "cpu", "--quiet"]
+            "--eval-every", 2, "--eval-n", 2, "--device", "cpu", "--threads", 1, "--quiet"]
     assert main([str(a) for a in argv]) == 0, capsys.readouterr().err
     assert "rollout steps 0..2" in capsys.readouterr().out
     lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]

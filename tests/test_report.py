@@ -50,18 +50,19 @@ def test_markdown_numbers(evals, tmp_path):
         "| arm | s1 | s2 |", "|---|---:|---:|",
         "| correct | 80.0 [49.0, 94.3] | 50.0 [15.0, 85.0] |",
         "| none | 50.0 [23.7, 76.3] | — |"]
-    # 6/10 → [31.3, 83.2], 1/4 → [4.6, 69.9], 0/10 → [0.0, 27.8]
+    # 6/10 → [31.3, 83.2], 1/4 → [4.6, 69.9]; the solution-only arm has no trace: n/a, not 0 %
     assert table_after("## Trace valid (%, paper)")[2:] == [
-        "| correct | 60.0 [31.3, 83.2] | 25.0 [4.6, 69.9] |", "| none | 0.0 [0.0, 27.8] | — |"]
-    # among valid plans: 6/8 → [40.9, 92.9], 1/2 → [9.5, 90.5]; none: 0/5 → [0.0, 43.4]
+        "| correct | 60.0 [31.3, 83.2] | 25.0 [4.6, 69.9] |", "| none | n/a | — |"]
+    # among valid plans: 6/8 → [40.9, 92.9], 1/2 → [9.5, 90.5]
     assert table_after("## Trace valid among valid plans (%, paper)")[2:] == [
-        "| correct | 75.0 [40.9, 92.9] | 50.0 [9.5, 90.5] |", "| none | 0.0 [0.0, 43.4] | — |"]
+        "| correct | 75.0 [40.9, 92.9] | 50.0 [9.5, 90.5] |", "| none | n/a | — |"]
+    assert "n/a: none has no trace (the solution-only arm)." in md
     # strict: 5/10 → [23.7, 76.3]
     assert table_after("## Trace valid (%, strict)")[2] == "| correct | 50.0 [23.7, 76.3] | 25.0 [4.6, 69.9] |"
     # suite detail: n, hit budget 1/10, mean lengths 14.5 / 14.5 and r = 1 for correct; r undefined for none
     detail = [ln for ln in lines if ln.startswith("| correct | 10 |")][0].split(" | ")
     assert detail[-4:] == ["10.0 [1.8, 40.4]", "14.5", "14.5", "1.000 |"]
-    assert [ln for ln in lines if ln.startswith("| none | 10 |")][0].endswith("| 0.0 | 14.5 | — |")
+    assert [ln for ln in lines if ln.startswith("| none | 10 |")][0].endswith("| n/a | 14.5 | n/a |")
     # validity by length: quantile bins of s1's reference lengths 10..19 → 10–11, 12–13, 14–15, 16–17, 18–19
     at = lines.index("Trace valid (paper, %) by reference trace length (operations):")
     assert lines[at + 2] == "| arm | 10–11 | 12–13 | 14–15 | 16–17 | 18–19 |"
