@@ -523,15 +523,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("grpo", help="GRPO post-training of a trained run with verifier rewards",
                        description="Start from a trained run and, each rollout step, sample --group responses to "
-                                   "--prompts training problems (prompt prefilled once per group), score them with "
-                                   "the verifier (components plan_valid, plan_optimal, trace_valid_paper, "
-                                   "trace_valid_strict, each logged; the reward is their --reward weighted sum), "
-                                   "compute group-relative advantages and take clipped policy-gradient steps. "
-                                   "Writes OUT/metrics.jsonl (one line per rollout step: rollout_step and "
-                                   "grad_steps, rewards, validity, lengths, truncation, entropy, KL, clip "
-                                   "fraction, grad norm, time split and tokens/s) and checkpoints in the layout "
-                                   "of `reasonless train`, so `reasonless eval OUT` and `reasonless export-hf OUT` "
-                                   "work on it. --resume continues exactly (sampling noise is keyed by step).",
+                                   "--prompts training problems\n(prompt prefilled once per group), score them with "
+                                   "the verifier (components plan_valid, plan_optimal,\ntrace_valid_paper, "
+                                   "trace_valid_strict, each logged; the reward is their --reward weighted sum),\n"
+                                   "compute group-relative advantages and take clipped policy-gradient steps.\n\n"
+                                   "Writes OUT/metrics.jsonl (one line per rollout step: rollout_step and grad_steps, "
+                                   "rewards,\nvalidity, lengths, truncation, entropy, KL, clip fraction, grad norm, "
+                                   "time split and tokens/s)\nand checkpoints in the layout of `reasonless train`, so "
+                                   "`reasonless eval OUT` and\n`reasonless export-hf OUT` work on it. --resume "
+                                   "continues exactly (sampling noise is keyed by step).",
                        epilog="example:\n  reasonless grpo --init runs/correct --data study --arm correct --out "
                               "runs/correct-grpo --steps 200 --prompts 64 --group 8 --lr 1e-5 --eval-every 50 "
                               "--eval-n 200", formatter_class=fmt)

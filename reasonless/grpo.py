@@ -624,6 +624,62 @@ def _truncate_metrics(path: Path, upto: int) -> None:
     os.replace(tmp, path)
 
 
+def _collect_groups(task, model, cfg: GRPOConfig, order: PromptOrder, cursor: int, step: int, budget: int, dev,
+                    times: dict):
+    """The groups rollout step ``step`` trains on: P prompts from ``cursor`` on, G samples each, scored; with
+    dynamic sampling, groups without signal are dropped and more prompts drawn (at most cfg.max_resample
+    times). Returns (kept groups, everything sampled for the metrics, groups sampled, groups without signal,
+    attempts, the new cursor); adds the sampling and scoring times to ``times``."""
+    seen = {"comp": {c: [] for c in task.components}, "raw": {c: [] for c in task.components},
+            "reward": [], "length": [], "truncated": []}
+    kept: list[dict] = []  # groups of the training batch
+    attempts = sampled_groups = zero_std_groups = 0
+    while True:
+        need = cfg.prompts - len(kept)
+        # After a first full batch, ask for as many prompts as the observed share with signal suggests.
+        n_req = cfg.prompts if attempts == 0 or len(kept) == 0 else \
+            min(cfg.prompts, math.ceil(need * sampled_groups / len(kept)))
+        indices = order.take(cursor, n_req)
+        cursor += n_req
+        batch = task.problems(indices)
+        prompts = batch.prompts
+        t0 = time.perf_counter()
+        sampling = Sampling(temperature=cfg.temperature, seed=row_key(cfg.seed, step, attempts))
+        gen = generate_groups(model, prompts, cfg.group, budget, stop_ids=task.stop_ids, sampling=sampling,
+                              batch_groups=cfg.gen_batch, device=dev)
+        t1 = time.perf_counter()
+        times["sample"] += t1 - t0
+        rows = np.repeat(np.arange(n_req), cfg.group)
+        raw = task.rewards(batch, rows, gen.tokens)
+        missing = [c for c in task.components if c not in raw]
+        if missing:
+            raise ValueError(f"the task's reward function returned no {', '.join(missing)}")
+        raw = {c: np.asarray(raw[c], dtype=np.float64) for c in task.components}
+        truncated = ~np.asarray(gen.stopped, dtype=bool)
+        comp, reward, valid = shape_rewards(raw, gen.stopped, cfg.reward, cfg.truncated)
+        valid &= np.array([len(t) > 0 for t in gen.tokens])
+        signal = groups_with_signal(comp[task.primary].reshape(n_req, cfg.group),
+                                    valid.reshape(n_req, cfg.group))
+        times["verify"] += time.perf_counter() - t1
+        for c in task.components:
+            seen["comp"][c].append(comp[c])
+            seen["raw"][c].append(raw[c])
+        seen["reward"].append(reward)
+        seen["length"].append(np.array([len(t) for t in gen.tokens]))
+        seen["truncated"].append(truncated)
+        sampled_groups += n_req
+        zero_std_groups += int((~signal).sum())
+        for g in range(n_req):
+            if len(kept) < cfg.prompts and (signal[g] or not cfg.filter_zero_std):
+                sl = slice(g * cfg.group, (g + 1) * cfg.group)
+                kept.append({"prompt": prompts[g], "responses": gen.tokens[sl], "reward": reward[sl],
+                             "valid": valid[sl]})
+        attempts += 1
+        if not cfg.filter_zero_std or len(kept) >= cfg.prompts or attempts > cfg.max_resample:
+            break
+    return kept, seen, sampled_groups, zero_std_groups, attempts, cursor
+
+
 def run_grpo(task, out_dir, cfg: GRPOConfig, *, init, resume: bool = False, device="auto", threads: int = 0,
              save_every: int = 0, keep_last: int = 2, eval_every: int = 0, eval_fn: Callable | None = None,
              progress: bool = True) -> dict:
@@ -686,7 +742,6 @@ def run_grpo(task, out_dir, cfg: GRPOConfig, *, init, resume: bool = False, devi
          **hparams, "n_params": int(sum(p.numel() for p in model.parameters()))}, indent=1) + "\n")
 
     order = PromptOrder(task.size, cfg.seed)
-    weights = cfg.reward
     records, last_ckpt = [], latest
     model.train()
     sink = open(metrics_path, "a")
@@ -694,53 +749,8 @@ def run_grpo(task, out_dir, cfg: GRPOConfig, *, init, resume: bool = False, devi
         for step in range(start_step, cfg.steps):
             t_step = time.perf_counter()
             times = {"sample": 0.0, "verify": 0.0, "logprob": 0.0, "update": 0.0, "eval": 0.0}
-            seen = {"comp": {c: [] for c in task.components}, "raw": {c: [] for c in task.components},
-                    "reward": [], "length": [], "truncated": []}
-            kept: list[dict] = []  # groups of the training batch
-            attempts = sampled_groups = zero_std_groups = 0
-            while True:
-                need = cfg.prompts - len(kept)
-                # After a first full batch, ask for as many prompts as the observed share with signal suggests.
-                n_req = cfg.prompts if attempts == 0 or len(kept) == 0 else \
-                    min(cfg.prompts, math.ceil(need * sampled_groups / len(kept)))
-                indices = order.take(cursor, n_req)
-                cursor += n_req
-                batch = task.problems(indices)
-                prompts = batch.prompts
-                t0 = time.perf_counter()
-                sampling = Sampling(temperature=cfg.temperature, seed=row_key(cfg.seed, step, attempts))
-                gen = generate_groups(model, prompts, cfg.group, budget, stop_ids=task.stop_ids, sampling=sampling,
-                                      batch_groups=cfg.gen_batch, device=dev)
-                t1 = time.perf_counter()
-                times["sample"] += t1 - t0
-                rows = np.repeat(np.arange(n_req), cfg.group)
-                raw = task.rewards(batch, rows, gen.tokens)
-                missing = [c for c in task.components if c not in raw]
-                if missing:
-                    raise ValueError(f"the task's reward function returned no {', '.join(missing)}")
-                raw = {c: np.asarray(raw[c], dtype=np.float64) for c in task.components}
-                truncated = ~np.asarray(gen.stopped, dtype=bool)
-                comp, reward, valid = shape_rewards(raw, gen.stopped, weights, cfg.truncated)
-                valid &= np.array([len(t) > 0 for t in gen.tokens])
-                signal = groups_with_signal(comp[task.primary].reshape(n_req, cfg.group),
-                                            valid.reshape(n_req, cfg.group))
-                times["verify"] += time.perf_counter() - t1
-                for c in task.components:
-                    seen["comp"][c].append(comp[c])
-                    seen["raw"][c].append(raw[c])
-                seen["reward"].append(reward)
-                seen["length"].append(np.array([len(t) for t in gen.tokens]))
-                seen["truncated"].append(truncated)
-                sampled_groups += n_req
-                zero_std_groups += int((~signal).sum())
-                for g in range(n_req):
-                    if len(kept) < cfg.prompts and (signal[g] or not cfg.filter_zero_std):
-                        sl = slice(g * cfg.group, (g + 1) * cfg.group)
-                        kept.append({"prompt": prompts[g], "responses": gen.tokens[sl], "reward": reward[sl],
-                                     "valid": valid[sl]})
-                attempts += 1
-                if not cfg.filter_zero_std or len(kept) >= cfg.prompts or attempts > cfg.max_resample:
-                    break
+            kept, seen, sampled_groups, zero_std_groups, attempts, cursor = _collect_groups(
+                task, model, cfg, order, cursor, step, budget, dev, times)
 
             rollout = None
             if kept:
