@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import zlib
@@ -56,9 +57,20 @@ def atomic_dir(final: Path):
     try:
         yield tmp
         os.replace(tmp, final) if not final.exists() else _replace_dir(tmp, final)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        _raise_if_disk_full(err, final)
         raise
+
+
+def _raise_if_disk_full(err: BaseException, final: Path) -> None:
+    """Says what a full disk means for the output, instead of NumPy's "N requested and M written"."""
+    full = isinstance(err, OSError) and (err.errno in (errno.ENOSPC, errno.EDQUOT)
+                                         or "requested and" in str(err) and "written" in str(err))
+    if full:
+        state = "its previous version is unchanged" if final.exists() else "nothing was written there"
+        raise OSError(errno.ENOSPC, f"{final}: no space left on device (the partial copy was removed; {state}); "
+                                    f"free some space and rerun the same command") from None
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -82,9 +94,10 @@ def atomic_file(final: Path, mode: str = "wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _raise_if_disk_full(err, final)
         raise
 
 

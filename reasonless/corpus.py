@@ -412,6 +412,8 @@ def generate(out: str | os.PathLike, generator: str, count: int, rows: int = 30,
     todo = [i for i in mine if i not in done]
 
     total = sum(min(shard_size, count - i * shard_size) for i in todo)
+    if todo:
+        _warm_up(generator, rows, cols, seed, full_params, progress)
     bar = Progress(total, enabled=progress)
     # One thread writes shard i (packing, hashing, disk) while the cores make shard i + 1.
     with ThreadPoolExecutor(max_workers=1) as writer:
@@ -443,6 +445,21 @@ def generate(out: str | os.PathLike, generator: str, count: int, rows: int = 30,
     header = {**key, "instances": [0, count], "command": command or _default_command()}
     write_manifest(out, header, list(done.values()))
     return Corpus(out)
+
+
+def _warm_up(generator: str, rows: int, cols: int, seed: int, params: dict, progress: bool) -> None:
+    """Makes one maze before the progress bar starts, so that compiling the Numba kernels (seconds on the first
+    run, then loaded from Numba's cache) is never counted as generation time."""
+    from . import mazes
+
+    t0 = time.perf_counter()
+    if progress:
+        print("preparing the maze kernels (compiled on the first run only, then cached)...", file=sys.stderr,
+              flush=True)
+    walls, _, _ = mazes.generate_mazes(generator, rows, cols, seed, 0, 1, params, threads=1)
+    mazes.layout_hash(walls, rows, cols)
+    if progress:
+        print(f"kernels ready in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
 
 
 def _default_command() -> str:

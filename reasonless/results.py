@@ -112,7 +112,7 @@ def collect(out: str | os.PathLike) -> dict:
     status = read_status(out)
     points = []
     for stage in plan(spec):
-        if stage.kind != "eval":
+        if stage.kind not in ("eval", "eval_grpo"):
             continue
         path = eval_path(out, stage.arm, stage.seed, stage.examples)
         if not summary_path(path).is_file():
@@ -121,8 +121,13 @@ def collect(out: str | os.PathLike) -> dict:
         step = summary["meta"].get("step")
         trainer = {}
         ckpt = run_dir(out, stage.arm, stage.seed) / "checkpoints" / f"step-{int(step):06d}" / "trainer.json"
-        if ckpt.is_file():
+        if stage.kind == "eval" and ckpt.is_file():
             trainer = json.loads(ckpt.read_text())
+        if stage.kind == "eval_grpo":
+            points.append({"arm": stage.arm, "seed": stage.seed, "examples_target": None, "step": step,
+                           "grpo": True, "final": False, "eval": str(path.relative_to(out)),
+                           "suites": point_record(summary, stage.arm)})
+            continue
         points.append({"arm": stage.arm, "seed": stage.seed, "examples_target": stage.examples, "step": step,
                        "examples_seen": trainer.get("examples_seen"), "tokens_seen": trainer.get("tokens_seen"),
                        "final": stage.final, "eval": str(path.relative_to(out)),
@@ -149,6 +154,7 @@ def curves(points: list[dict], arms: list[str], suites: list[str]) -> dict:
     """Learning-curve data: ``{suite: {arm: [{"examples_target", "examples_seen", "tokens_seen", metric: agg}]}}``
     with examples and tokens seen averaged over seeds, points in training order."""
     out: dict = {s: {} for s in suites}
+    points = [p for p in points if not p.get("grpo")]
     for arm in arms:
         targets = sorted({p["examples_target"] for p in points if p["arm"] == arm})
         for suite in suites:
@@ -285,6 +291,27 @@ def write_study_report(out: str | os.PathLike, plots: bool = True) -> dict:
                                for s in suites])
         L += ["Plan valid (%):", ""] + _md_table(["arm", "seed"] + [f"`{s}`" for s in suites], rows) + [""]
 
+    grpo_points = [p for p in points if p.get("grpo")]
+    if grpo_points:
+        after = {a: {s: {key: across_seeds([p["suites"].get(s, {}).get(key) for p in grpo_points if p["arm"] == a])
+                         for key, _, _ in METRICS} for s in suites} for a in arms
+                 if any(p["arm"] == a for p in grpo_points)}
+        cfg = spec["grpo"]["config"]
+        L += ["## GRPO: before and after", "",
+              f"GRPO from each run's last checkpoint: {cfg['steps']} rollout steps of {cfg['prompts']} prompts × "
+              f"{cfg['group']} samples, reward {cfg['reward']}, loss {cfg['loss']}, lr {cfg['lr']}; then the same "
+              "evaluation as the final checkpoint's.", ""]
+        for key, label in (("plan_valid", "plan valid"), ("trace_valid_strict", "trace valid (strict)"),
+                           ("trace_valid_paper", "trace valid (paper)")):
+            rows = []
+            for a in after:
+                rows.append([f"`{a}`"] + [_fmt(final[a][s][key]) for s in suites])
+                rows.append([f"`{a}` + GRPO"] + [_fmt(after[a][s][key]) for s in suites])
+            L += [f"{label.capitalize()}:", ""] + _md_table(["arm"] + [f"`{s}`" for s in suites], rows) + [""]
+        results_grpo = after
+    else:
+        results_grpo = None
+
     L += ["## Learning curves", "",
           "Plan validity and trace validity (both verifier modes) at each evaluation point, against examples seen "
           "and against tokens seen (example tokens, padding excluded: the arms' sequences differ in length, so "
@@ -353,7 +380,7 @@ def write_study_report(out: str | os.PathLike, plots: bool = True) -> dict:
     with atomic_file(dest / "report.md", "w") as f:
         f.write("\n".join(L).rstrip("\n") + "\n")
     results = {"study": {k: v for k, v in spec.items() if k != "source"}, "arms": arms, "suites": suites,
-               "final": final, "curves": curve, "points": points, "paragraph": text,
+               "final": final, "after_grpo": results_grpo, "curves": curve, "points": points, "paragraph": text,
                "stages": data["stages"], "details": str(details["report"].relative_to(dest)) if details else None}
     with atomic_file(dest / "results.json", "w") as f:
         json.dump(results, f, indent=1)

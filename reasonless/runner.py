@@ -10,6 +10,9 @@ Stages, in this order, each recorded in ``OUT/status.json`` and skipped once don
 ``eval ARM seed S @ E``
     the checkpoint nearest to E examples seen, on the test suites (``OUT/evals/ARM/seedS/exE.jsonl``); the last
     point uses ``[eval] n`` problems per suite, earlier ones ``n_curve``.
+``grpo ARM seed S`` and ``eval grpo ARM seed S`` (with a ``[grpo]`` section)
+    GRPO (:mod:`reasonless.grpo`) from the run's last checkpoint into ``OUT/grpo/ARM/seedS``, then the last
+    point's evaluation of the result (``OUT/evals/ARM/seedS/grpo.jsonl``): before/after tables in the report.
 ``report``
     ``OUT/report/`` (:mod:`reasonless.results`): tables, learning curves, results.json.
 
@@ -37,7 +40,7 @@ STATUS = "status.json"
 @dataclass
 class Stage:
     name: str
-    kind: str          # build | train | eval | report
+    kind: str          # build | train | eval | grpo | eval_grpo | report
     arm: str | None = None
     seed: int | None = None
     examples: int | None = None  # eval: the point (examples seen)
@@ -48,8 +51,14 @@ def run_dir(out: Path, arm: str, seed: int) -> Path:
     return out / "runs" / arm.replace(":", "_") / f"seed{seed}"
 
 
-def eval_path(out: Path, arm: str, seed: int, examples: int) -> Path:
-    return out / "evals" / arm.replace(":", "_") / f"seed{seed}" / f"ex{examples:09d}.jsonl"
+def eval_path(out: Path, arm: str, seed: int, examples: int | None) -> Path:
+    """Where the evaluation at `examples` seen is written; None: the evaluation after GRPO."""
+    name = "grpo.jsonl" if examples is None else f"ex{examples:09d}.jsonl"
+    return out / "evals" / arm.replace(":", "_") / f"seed{seed}" / name
+
+
+def grpo_dir(out: Path, arm: str, seed: int) -> Path:
+    return out / "grpo" / arm.replace(":", "_") / f"seed{seed}"
 
 
 def plan(spec: dict) -> list[Stage]:
@@ -65,6 +74,9 @@ def plan(spec: dict) -> list[Stage]:
             stages.append(Stage(f"train {arm} seed {seed}", "train", arm, seed))
             for i, e in enumerate(points):
                 stages.append(Stage(f"eval {arm} seed {seed} @ {e:,}", "eval", arm, seed, e, i == len(points) - 1))
+            if arm in spec.get("grpo", {}).get("arms", ()):
+                stages.append(Stage(f"grpo {arm} seed {seed}", "grpo", arm, seed))
+                stages.append(Stage(f"eval grpo {arm} seed {seed}", "eval_grpo", arm, seed))
     stages.append(Stage("report", "report"))
     return stages
 
@@ -229,6 +241,10 @@ def _run_stage(s: Stage, spec: dict, study_path: Path, out: Path, *, progress: b
         return _train(s, spec, data, out, progress=progress, threads=threads, device=device)
     if s.kind == "eval":
         return _eval(s, spec, data, out, progress=progress, device=device)
+    if s.kind == "grpo":
+        return _grpo(s, spec, data, out, progress=progress, threads=threads, device=device)
+    if s.kind == "eval_grpo":
+        return _eval_grpo(s, spec, data, out, progress=progress, device=device)
     from .results import write_study_report
     write_study_report(out)
     return None
@@ -265,16 +281,53 @@ def _train(s: Stage, spec: dict, data: Path, out: Path, *, progress: bool, threa
             "point_steps": {str(k): v for k, v in settings["point_steps"].items()}}
 
 
-def _eval(s: Stage, spec: dict, data: Path, out: Path, *, progress: bool, device) -> dict:
+def _point_checkpoint(spec: dict, data: Path, out: Path, arm: str, seed: int, examples: int) -> tuple[Path, int]:
+    from . import checkpoint as ckpt_io
+
+    settings = train_settings(spec, data, arm, seed, None)
+    step = settings["point_steps"][examples]
+    ckpt = run_dir(out, arm, seed) / ckpt_io.CHECKPOINT_DIR / f"step-{step:06d}"
+    if not (ckpt / "trainer.json").is_file():
+        raise ValueError(f"{ckpt}: missing; the run was expected to keep its checkpoint at step {step:,} "
+                         f"({examples:,} examples): delete {run_dir(out, arm, seed)} and rerun to retrain")
+    return ckpt, step
+
+
+def _grpo(s: Stage, spec: dict, data: Path, out: Path, *, progress: bool, threads, device) -> dict:
+    from . import checkpoint as ckpt_io
+    from .grpo import GRPOConfig, grpo
+
+    init, _ = _point_checkpoint(spec, data, out, s.arm, s.seed, spec["run"]["examples"])
+    config = GRPOConfig(**spec["grpo"]["config"])
+    where = grpo_dir(out, s.arm, s.seed)
+    # Checkpoints every tenth of the run: a kill costs at most that much.
+    result = grpo(init, data, where, arm=s.arm, config=config, resume=ckpt_io.latest_checkpoint(where) is not None,
+                  device=device, threads=spec["run"]["threads"] if threads is None else threads,
+                  save_every=max(1, config.steps // 10), progress=progress)
+    return {"init": str(init.relative_to(out)), "steps": config.steps,
+            "checkpoint": str(Path(result["checkpoint"]).relative_to(out)) if result.get("checkpoint") else None}
+
+
+def _eval_grpo(s: Stage, spec: dict, data: Path, out: Path, *, progress: bool, device) -> dict:
     from . import checkpoint as ckpt_io
     from .evaluate import evaluate
 
-    settings = train_settings(spec, data, s.arm, s.seed, None)
-    step = settings["point_steps"][s.examples]
-    ckpt = run_dir(out, s.arm, s.seed) / ckpt_io.CHECKPOINT_DIR / f"step-{step:06d}"
-    if not (ckpt / "trainer.json").is_file():
-        raise ValueError(f"{ckpt}: missing; the run was expected to keep its checkpoint at step {step:,} "
-                         f"({s.examples:,} examples): delete {run_dir(out, s.arm, s.seed)} and rerun to retrain")
+    ckpt = ckpt_io.latest_checkpoint(grpo_dir(out, s.arm, s.seed))
+    if ckpt is None:
+        raise ValueError(f"{grpo_dir(out, s.arm, s.seed)}: no GRPO checkpoint to evaluate")
+    ev = spec.get("eval", {})
+    dest = eval_path(out, s.arm, s.seed, None)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    evaluate(ckpt, data, dest, suites=ev.get("suites"), checkpoint=str(ckpt), n=ev.get("n"),
+             mode=ev.get("mode", "paper"), batch_size=ev.get("batch_size", 64),
+             device=None if device == "auto" else device, progress=progress)
+    return {"checkpoint": str(ckpt.relative_to(out))}
+
+
+def _eval(s: Stage, spec: dict, data: Path, out: Path, *, progress: bool, device) -> dict:
+    from .evaluate import evaluate
+
+    ckpt, step = _point_checkpoint(spec, data, out, s.arm, s.seed, s.examples)
     ev = spec.get("eval", {})
     n = ev.get("n") if s.final else ev.get("n_curve")
     dest = eval_path(out, s.arm, s.seed, s.examples)

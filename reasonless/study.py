@@ -40,7 +40,10 @@ A study is declared in TOML::
     suites = ["wilson", "dfs"]   # default: every [[test]] suite
     mode = "paper"               # primary verifier mode of the tables; both are always computed
 
-    [grpo]                       # reserved for the GRPO stage (issue 12); rejected until it exists
+    [grpo]                       # optional: GRPO on each arm's final model, then the same evaluation again
+    arms = ["correct", "swapped"]  # default: every arm with a trace
+    steps = 50                   # and any other `reasonless grpo` setting without dashes (prompts, group, lr,
+    reward = { plan_valid = 1 }  # loss, beta, filter_zero_std, ...; see reasonless/grpo.py GRPOConfig)
 
 `reasonless dataset build STUDY.toml --out DIR` writes ``DIR/train`` (a corpus), ``DIR/test/<name>`` (corpora
 whose mazes never share a wall layout with the training corpus nor with each other within a suite, checked by maze
@@ -175,8 +178,7 @@ def load_study(path: str | os.PathLike) -> dict:
     if "eval" in raw:
         spec["eval"] = _eval_spec(raw["eval"], names, fail)
     if "grpo" in raw:
-        fail("[grpo]", "the GRPO stage is not part of this version of `reasonless study run` yet (issue 12); "
-                       "remove the section")
+        spec["grpo"] = _grpo_spec(raw["grpo"], spec["arms"]["names"], fail)
     spec["warnings"] = layout_warnings(train, rows, cols)
     return spec
 
@@ -215,6 +217,30 @@ def _run_spec(table: dict, fail) -> dict:
         fail("[run] model", "must be a table of preset overrides, e.g. { n_layer = 6 }")
     run["points"] = eval_points(run["examples"], run["eval_every"])
     return run
+
+
+def _grpo_spec(table: dict, arm_names: list[str], fail) -> dict:
+    from dataclasses import fields
+
+    from .grpo import MAZE_COMPONENTS, GRPOConfig
+
+    table = dict(table)
+    arms = table.pop("arms", [a for a in arm_names if a != "none"])
+    if not isinstance(arms, list) or not arms or any(a not in arm_names for a in arms):
+        fail("[grpo] arms", f"must be a non-empty list of the study's arms ({', '.join(arm_names)}), got {arms!r}")
+    if "none" in arms:
+        fail("[grpo] arms", "the solution-only arm `none` writes no trace; GRPO on it is not part of the study's "
+                            "comparison (remove it)")
+    known = {f.name for f in fields(GRPOConfig)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        fail(f"[grpo] {unknown[0]}", f"unknown key; allowed: arms, {', '.join(sorted(known))}")
+    try:
+        config = GRPOConfig(**table)
+        config.validate(MAZE_COMPONENTS)
+    except (TypeError, ValueError) as err:
+        fail("[grpo]", str(err))
+    return {"arms": arms, "config": config.to_dict()}
 
 
 def eval_points(examples: int, eval_every: int) -> list[int]:

@@ -374,6 +374,7 @@ def verify_jsonl(path: str | os.PathLike, mode: str = "strict", rows: int = 30, 
     sink = None
     if per_example is not None:
         per_example = Path(per_example)
+        _check_output_folder(per_example)
         fd, tmp_name = tempfile.mkstemp(prefix=per_example.name + ".", suffix=".tmp", dir=per_example.parent or ".")
         sink = os.fdopen(fd, "w", encoding="utf-8")
 
@@ -429,6 +430,12 @@ def verify_jsonl(path: str | os.PathLike, mode: str = "strict", rows: int = 30, 
     return result
 
 
+def _check_output_folder(path: Path) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--per-example {path}: the folder {folder} does not exist")
+
+
 def verify_corpus(corpus, mode: str = "strict", threads: int = 0,
                   per_example: str | os.PathLike | None = None, batch_size: int = 20_000) -> Verdicts:
     """Verifies a corpus's own traces and plans (the `correct` arm), batch by batch. With per_example, writes one
@@ -450,6 +457,8 @@ def verify_corpus(corpus, mode: str = "strict", threads: int = 0,
                 sink.write("".join(json.dumps({"index": batch.first + i, **d}) + "\n"
                                    for i, d in enumerate(part.per_example())))
 
+    if per_example is not None:
+        _check_output_folder(Path(per_example))
     if per_example is None:
         run(None)
     else:

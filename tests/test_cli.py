@@ -118,3 +118,11 @@ def test_an_interrupted_generate_says_how_to_resume(tmp_path, capsys, monkeypatc
                        "--out", tmp_path / "c", "--quiet")
     assert code == 130 and "re-run the same command to resume" in err
     assert not list((tmp_path / "c").iterdir())
+
+
+def test_generate_prepares_kernels_before_timing(tmp_path, capsys):
+    assert main(["generate", "--generator", "dfs", "--count", "50", "--rows", "6", "--cols", "6",
+                 "--out", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err
+    # the kernels are made ready (compiled or loaded from the cache) before the progress bar starts its clock
+    assert err.index("kernels ready in") < err.index("50/50 examples")

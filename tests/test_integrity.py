@@ -147,3 +147,31 @@ def test_leftovers_of_a_killed_export_are_removed_by_the_next_run(corpus_dir, tm
     assert main(["export", str(corpus_dir), "--format", "tokens", "--out", str(tokens), "--quiet"]) == 0
     assert out.is_file() and (tokens / "meta.json").is_file()
     assert not stale_file.exists() and not (tmp_path / f"tok.tmp-{pid}").exists() and alive.exists()
+
+
+def test_a_full_disk_names_the_output_and_keeps_the_old_version(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from reasonless import atomic
+
+    target = tmp_path / "x.json"
+    target.write_text("old")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=r"x\.json: no space left on device .*previous version is unchanged"):
+        with atomic.atomic_file(target, "w") as f:
+            f.write("new")
+            full()
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
+    # NumPy's own wording for a short write is recognised too
+    with pytest.raises(OSError, match=r"shard: no space left on device .*nothing was written"):
+        with atomic.atomic_dir(tmp_path / "shard"):
+            raise OSError("363228 requested and 288704 written")
+    assert not (tmp_path / "shard").exists()
+
+
+def test_per_example_into_a_missing_folder_names_it(corpus_dir, tmp_path, capsys):
+    assert main(["verify", str(corpus_dir), "--per-example", str(tmp_path / "no" / "v.jsonl")]) == 2
+    assert f"the folder {tmp_path / 'no'} does not exist" in capsys.readouterr().err

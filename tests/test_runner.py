@@ -143,8 +143,8 @@ def test_study_file_run_section_is_validated(tmp_path):
     path.write_text(MICRO.format(examples=200, every=100).replace("seeds = [0]", "seeds = [0, 0]"))
     with pytest.raises(ValueError, match=r"\[run\] seeds"):
         load_study(path)
-    path.write_text(MICRO.format(examples=200, every=100) + "\n[grpo]\nsteps = 3\n")
-    with pytest.raises(ValueError, match=r"\[grpo\]"):
+    path.write_text(MICRO.format(examples=200, every=100) + "\n[grpo]\nsteps = 3\nbogus = 1\n")
+    with pytest.raises(ValueError, match=r"\[grpo\] bogus: unknown key"):
         load_study(path)
 
 
@@ -244,3 +244,27 @@ def test_study_names_must_be_strings(tmp_path):
                                                                    'name = 7\ngenerator = "wilson"\ncount = 60'))
     with pytest.raises(ValueError, match=r"\[\[test\]\] #1 name: must be a string"):
         load_study(path)
+
+
+def test_grpo_stage_runs_after_training_and_reports_before_and_after(tmp_path):
+    study = tmp_path / "s.toml"
+    study.write_text(MICRO.format(examples=300, every=300).replace('names = ["correct", "none"]', 'names = ["correct"]')
+                     + '\n[grpo]\narms = ["correct"]\nsteps = 2\nprompts = 4\ngroup = 2\nbudget = 64\n'
+                       'reward = { plan_valid = 1.0, trace_valid_strict = 0.5 }\n')
+    spec = load_study(study)
+    assert [s.name for s in plan(spec)][1:5] == ["train correct seed 0", "eval correct seed 0 @ 300",
+                                                 "grpo correct seed 0", "eval grpo correct seed 0"]
+    assert main(["study", "run", str(study), "--out", str(tmp_path / "o"), "--quiet", "--threads", "1"]) == 0
+    metrics = [json.loads(l) for l in (tmp_path / "o" / "grpo" / "correct" / "seed0" / "metrics.jsonl").open()]
+    assert [m["rollout_step"] for m in metrics] == [1, 2]
+    report = (tmp_path / "o" / "report" / "report.md").read_text()
+    assert "## GRPO: before and after" in report and "| `correct` + GRPO |" in report
+    results = json.loads((tmp_path / "o" / "report" / "results.json").read_text())
+    assert results["after_grpo"]["correct"]["wilson"]["plan_valid"]["seeds"] == 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text(MICRO.format(examples=300, every=300) + '\n[grpo]\narms = ["none"]\n')
+    with pytest.raises(ValueError, match=r"\[grpo\] arms"):
+        load_study(bad)
+    bad.write_text(MICRO.format(examples=300, every=300) + '\n[grpo]\nloss = "ppo"\n')
+    with pytest.raises(ValueError, match=r"\[grpo\].*loss"):
+        load_study(bad)
