@@ -198,7 +198,7 @@ def test_study_run_writes_report_and_rerun_is_a_noop(micro_study, capsys):
     assert changed == [], changed
     assert main(["study", "status", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "train correct seed 0" in text and "done 8" in text
+    assert "train correct seed 0" in text and "done 10" in text
 
 
 def test_killed_study_resumes_to_the_same_results(micro_study):
