@@ -69,7 +69,7 @@ def _raise_if_disk_full(err: BaseException, final: Path) -> None:
                                          or "requested and" in str(err) and "written" in str(err))
     if full:
         state = "its previous version is unchanged" if final.exists() else "nothing was written there"
-        raise OSError(errno.ENOSPC, f"{final}: no space left on device (the partial copy was removed; {state}); "
+        raise OSError(errno.ENOSPC, f"{final}: No space left on device (the partial copy was removed; {state}); "
                                     f"free some space and rerun the same command") from None
 
 

@@ -160,13 +160,13 @@ def test_a_full_disk_names_the_output_and_keeps_the_old_version(tmp_path, monkey
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(OSError, match=r"x\.json: no space left on device .*previous version is unchanged"):
+    with pytest.raises(OSError, match=r"x\.json: No space left on device .*previous version is unchanged"):
         with atomic.atomic_file(target, "w") as f:
             f.write("new")
             full()
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
     # NumPy's own wording for a short write is recognised too
-    with pytest.raises(OSError, match=r"shard: no space left on device .*nothing was written"):
+    with pytest.raises(OSError, match=r"shard: No space left on device .*nothing was written"):
         with atomic.atomic_dir(tmp_path / "shard"):
             raise OSError("363228 requested and 288704 written")
     assert not (tmp_path / "shard").exists()

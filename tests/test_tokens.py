@@ -315,9 +315,9 @@ def raises(match, b, arm="correct", out=None, out_offsets=None, threads=2):
 
 
 def test_unknown_arm(batch):
-    with pytest.raises(ValueError, match="arm must be"):
+    with pytest.raises(ValueError, match="token layout must be 'correct', 'none' or 'no_costs'"):
         lengths_of(batch, "reasonless")
-    raises("arm must be", batch, arm="Correct")
+    raises("token layout must be", batch, arm="Correct")
 
 
 def test_out_offsets_inconsistent_or_out_too_small(batch):

@@ -157,7 +157,8 @@ def test_metrics_checkpoints_keep_last_and_best(tokens64, tmp_path):
     assert set(kept) == {f"step-{s:06d}" for s in {6, 8, best}}
     assert ck.best_checkpoint(run).name == f"step-{best:06d}"
     files = {p.name for p in (run / "checkpoints" / "step-000008").iterdir()}
-    assert files == {"model.safetensors", "config.json", "optimizer.safetensors", "optimizer.json", "trainer.json"}
+    assert files == {"model.safetensors", "config.json", "optimizer.safetensors", "optimizer.json", "trainer.json",
+                     "checksums.json"}
     assert not [p for p in (run / "checkpoints").iterdir() if ck.TMP_MARK in p.name]
 
 
