@@ -18,7 +18,8 @@ def tmp_name(final: Path) -> Path:
     return final.with_name(f"{final.name}{TMP_MARK}{os.getpid()}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -40,7 +41,7 @@ def sweep_stale(final: Path) -> list[Path]:
         if not p.name.startswith(prefix):
             continue
         pid = p.name[len(prefix):].removeprefix("old-")
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
             removed.append(p)
     return removed

@@ -308,6 +308,24 @@ def load_checkpoint(ckpt: str | os.PathLike, model: torch.nn.Module | None = Non
     return {"config": config, "trainer": trainer}
 
 
+def truncate_metrics(path: str | os.PathLike, key: str, upto: int) -> None:
+    """Drops the lines of a run's metrics.jsonl whose ``key`` (the step) is after ``upto``: written after the
+    checkpoint a run resumes from, so the log reads as one run. A line cut short by a crash is dropped too."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for ln in path.read_text().splitlines():
+        try:
+            if json.loads(ln).get(key, 0) <= upto:
+                kept.append(ln)
+        except ValueError:
+            pass
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(ln + "\n" for ln in kept))
+    os.replace(tmp, path)
+
+
 def checkpoint_step(ckpt: str | os.PathLike) -> int:
     """The optimizer step of a checkpoint directory, from its name ``step-NNNNNN``."""
     m = STEP_RE.match(Path(ckpt).name)

@@ -38,7 +38,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -608,20 +607,7 @@ def _resolve_device(device) -> torch.device:
     return dev
 
 
-def _truncate_metrics(path: Path, upto: int) -> None:
-    """Drops the lines of rollout steps after ``upto`` (written after the checkpoint a run resumes from)."""
-    if not path.exists():
-        return
-    kept = []
-    for ln in path.read_text().splitlines():
-        try:
-            if json.loads(ln).get("rollout_step", 0) <= upto:
-                kept.append(ln)
-        except ValueError:  # a line cut short by a crash
-            pass
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(ln + "\n" for ln in kept))
-    os.replace(tmp, path)
+
 
 
 def _collect_groups(task, model, cfg: GRPOConfig, order: PromptOrder, cursor: int, step: int, budget: int, dev,
@@ -735,7 +721,7 @@ def run_grpo(task, out_dir, cfg: GRPOConfig, *, init, resume: bool = False, devi
         ckpt_io.load_checkpoint(latest, model, optimizer, restore_rng=True)
         start_step, grad_steps, cursor = int(state["rollout_step"]), int(state["grad_steps"]), int(state["cursor"])
     # Lines of steps after the checkpoint (or of a start that crashed before its first one) are redone.
-    _truncate_metrics(metrics_path, start_step)
+    ckpt_io.truncate_metrics(metrics_path, "rollout_step", start_step)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "run.json").write_text(json.dumps(
         {"kind": "grpo", "init": str(init_ckpt), "data": task.data_info.get("dir"), "arm": task.data_info.get("arm"),

@@ -1,8 +1,17 @@
 """A dependency-free progress bar for long jobs: examples done, rate, ETA, on stderr."""
 from __future__ import annotations
 
+import math
 import sys
 import time
+
+
+def clock(seconds: float) -> str:
+    """H:MM:SS of a duration, rounded to the second; "?" when unknown (an ETA before any progress)."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 class Progress:

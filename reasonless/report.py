@@ -92,7 +92,7 @@ def _labels(evals: Sequence[Evaluation]) -> None:
         e.label = l
 
 
-def _md_table(header: list[str], body: list[list[str]], numeric: bool = True) -> list[str]:
+def md_table(header: list[str], body: list[list[str]], numeric: bool = True) -> list[str]:
     """A Markdown table; numeric tables right-align every column but the first."""
     esc = [[c.replace("|", "\\|") for c in row] for row in [header] + body]
     lines = ["| " + " | ".join(esc[0]) + " |",
@@ -101,7 +101,7 @@ def _md_table(header: list[str], body: list[list[str]], numeric: bool = True) ->
     return lines
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "suite"
 
 
@@ -164,13 +164,13 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
         samp = ", ".join(f"{k}={v}" for k, v in sampling.items()) if sampling else "—"
         body.append([e.label, str(m.get("arm") or "—"), str(m.get("run_name") or "—"), str(m.get("step") or "—"),
                      samp, e.path.name])
-    L += _md_table(["label", "arm", "run", "step", "sampling", "file"], body, numeric=False) + [""]
+    L += md_table(["label", "arm", "run", "step", "sampling", "file"], body, numeric=False) + [""]
 
     def pivot(title: str, pick, trace: bool = True) -> None:
         L.extend([f"## {title}", ""])
         rows = [[e.label] + [("n/a" if trace and e.label in traceless else format_rate(pick(metrics[e.label][s])))
                              if s in metrics[e.label] else "—" for s in suites] for e in evals]
-        L.extend(_md_table(["arm"] + suites, rows) + [""])
+        L.extend(md_table(["arm"] + suites, rows) + [""])
 
     pivot("Plan valid (%)", lambda s: s["modes"][mode]["plan_valid"], trace=False)
     pivot(f"Trace valid (%, {mode})", lambda s: s["modes"][mode]["trace_valid"])
@@ -201,12 +201,12 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
                         + [trace_cell(pm["trace_valid_among_valid_plans"]), format_rate(sm["hit_budget"]),
                            "n/a" if na else f"{tl['mean_generated']:.1f}", f"{tl['mean_reference']:.1f}",
                            "n/a" if na else "—" if r is None else f"{r:.3f}"])
-        L += _md_table(header, body) + [""]
+        L += md_table(header, body) + [""]
         L += [f"Trace valid ({mode}, %) by reference trace length (operations):", ""]
         bins = [f"{lo}–{hi - 1}" for lo, hi in zip(edges[s][:-1].tolist(), edges[s][1:].tolist())]
         body = [[e.label] + [f"{format_rate(b, ci=False)} (n={b['n']})" for b in binned[e.label][s]]
                 for e in evals if s in binned[e.label] and e.label not in traceless]
-        L += _md_table(["arm"] + bins, body) + [""]
+        L += md_table(["arm"] + bins, body) + [""]
         L += ["First errors (" + mode + "): " + "; ".join(
             f"{e.label}: " + (", ".join(f"{name} {k}" for name, k in metrics[e.label][s]["modes"][mode]
                                         ["first_errors"][:3]) or "none")
@@ -247,7 +247,7 @@ def _plots(evals, suites, metrics, binned, edges, mode, out: Path) -> dict[str, 
         ax.set_title(f"{s}: generated vs reference trace length")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = out / f"lengths_{_slug(s)}.png"
+        path = out / f"lengths_{slug(s)}.png"
         fig.savefig(path, **save)
         plt.close(fig)
         files[s] = [path]
@@ -272,7 +272,7 @@ def _plots(evals, suites, metrics, binned, edges, mode, out: Path) -> dict[str, 
         ax.set_title(f"{s}: trace validity by reference length (95 % CI)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = out / f"validity_{_slug(s)}.png"
+        path = out / f"validity_{slug(s)}.png"
         fig.savefig(path, **save)
         plt.close(fig)
         files[s].append(path)

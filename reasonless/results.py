@@ -23,6 +23,8 @@ from pathlib import Path
 from .atomic import atomic_file
 from .evaluate import summary_path
 from .metrics import format_rate, rate
+from .progress import clock
+from .report import build_report, md_table, slug
 
 TRACE_FREE_ARMS = ("none",)
 # (key in a point's suite record, label, needs a trace)
@@ -219,14 +221,7 @@ def paragraph(final: dict, arms: list[str], suites: list[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- writing
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def write_study_report(out: str | os.PathLike, plots: bool = True) -> dict:
@@ -258,7 +253,6 @@ def write_study_report(out: str | os.PathLike, plots: bool = True) -> dict:
     finals = [out / p["eval"] for p in points if p["final"]]
     details = None
     if finals:
-        from .report import build_report
         details = build_report(finals, dest / "final", mode=spec.get("eval", {}).get("mode", "paper"), plots=plots)
 
     L = [f"# Study `{spec['name']}`", "",
@@ -280,7 +274,7 @@ def write_study_report(out: str | os.PathLike, plots: bool = True) -> dict:
         L += [f"### {label.capitalize()}", ""]
         rows = [[f"`{a}`"] + [("n/a" if needs_trace and not has_trace(a) else _fmt(final[a][s][key]))
                               for s in suites] for a in arms]
-        L += _md_table(["arm"] + [f"`{s}`" for s in suites], rows) + [""]
+        L += md_table(["arm"] + [f"`{s}`" for s in suites], rows) + [""]
     if len(seeds) > 1:
         L += ["### Per run (95 % Wilson intervals)", ""]
         rows = []
@@ -289,7 +283,7 @@ def write_study_report(out: str | os.PathLike, plots: bool = True) -> dict:
                 rows.append([f"`{p['arm']}`", str(p["seed"])]
                             + [format_rate(p["suites"][s]["plan_valid"]) if s in p["suites"] else "—"
                                for s in suites])
-        L += ["Plan valid (%):", ""] + _md_table(["arm", "seed"] + [f"`{s}`" for s in suites], rows) + [""]
+        L += ["Plan valid (%):", ""] + md_table(["arm", "seed"] + [f"`{s}`" for s in suites], rows) + [""]
 
     grpo_points = [p for p in points if p.get("grpo")]
     if grpo_points:
@@ -307,7 +301,7 @@ def write_study_report(out: str | os.PathLike, plots: bool = True) -> dict:
             for a in after:
                 rows.append([f"`{a}`"] + [_fmt(final[a][s][key]) for s in suites])
                 rows.append([f"`{a}` + GRPO"] + [_fmt(after[a][s][key]) for s in suites])
-            L += [f"{label.capitalize()}:", ""] + _md_table(["arm"] + [f"`{s}`" for s in suites], rows) + [""]
+            L += [f"{label.capitalize()}:", ""] + md_table(["arm"] + [f"`{s}`" for s in suites], rows) + [""]
         results_grpo = after
     else:
         results_grpo = None
@@ -328,10 +322,10 @@ def write_study_report(out: str | os.PathLike, plots: bool = True) -> dict:
                              _fmt(e["plan_valid"]),
                              "n/a" if not has_trace(a) else _fmt(e["trace_valid_paper"]),
                              "n/a" if not has_trace(a) else _fmt(e["trace_valid_strict"])])
-        L += _md_table(["arm", "examples seen", "tokens seen", "plan valid", "trace valid (paper)",
+        L += md_table(["arm", "examples seen", "tokens seen", "plan valid", "trace valid (paper)",
                         "trace valid (strict)"], rows) + [""]
         for f in plot_files:
-            if f.name == f"curves_{_slug(s)}.png":
+            if f.name == f"curves_{slug(s)}.png":
                 L += [f"![learning curves {s}]({f.name})", ""]
 
     L += ["## Trace length: generated vs reference", "",
@@ -353,7 +347,7 @@ def write_study_report(out: str | os.PathLike, plots: bool = True) -> dict:
             rows.append([f"`{a}`", f"`{s}`", f"{sum(gen) / len(gen):.1f}" if gen else "—",
                          f"{sum(ref) / len(ref):.1f}" if ref else "—",
                          f"{sum(rs) / len(rs):.3f}" if rs else "—"])
-    L += _md_table(["arm", "suite", "generated ops", "reference ops", "r"], rows) + [""]
+    L += md_table(["arm", "suite", "generated ops", "reference ops", "r"], rows) + [""]
 
     L += ["## First errors (final checkpoint, first seed)", "",
           "The two verifier modes can name different first errors for one response: strict checks more rules "
@@ -368,13 +362,13 @@ def write_study_report(out: str | os.PathLike, plots: bool = True) -> dict:
                     rows.append([f"`{p['arm']}`", f"`{s}`",
                                  ", ".join(f"{e} {k}" for e, k in rec["first_errors_paper"]) or "none",
                                  ", ".join(f"{e} {k}" for e, k in rec["first_errors_strict"]) or "none"])
-    L += _md_table(["arm", "suite", "paper", "strict"], rows) + [""]
+    L += md_table(["arm", "suite", "paper", "strict"], rows) + [""]
 
     L += ["## Stages", ""]
     rows = [[s.name, data["stages"].get(s.name, {}).get("state", "missing"),
-             _clock(data["stages"][s.name]["wall_s"]) if "wall_s" in data["stages"].get(s.name, {}) else "—"]
+             clock(data["stages"][s.name]["wall_s"]) if "wall_s" in data["stages"].get(s.name, {}) else "—"]
             for s in _planned(spec) if s.kind != "report"]
-    L += _md_table(["stage", "state", "wall time"], rows) + [""]
+    L += md_table(["stage", "state", "wall time"], rows) + [""]
     if note:
         L += [f"_{note}._", ""]
     with atomic_file(dest / "report.md", "w") as f:
@@ -393,8 +387,7 @@ def _planned(spec: dict):
     return plan(spec)
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "suite"
+
 
 
 def _curve_plot(series_by_arm: dict, suite: str, dest: Path) -> Path:
@@ -423,7 +416,7 @@ def _curve_plot(series_by_arm: dict, suite: str, dest: Path) -> Path:
                 ax.set_title(f"{suite}: {label}")
             ax.legend(fontsize=8)
     fig.tight_layout()
-    path = dest / f"curves_{_slug(suite)}.png"
+    path = dest / f"curves_{slug(suite)}.png"
     fig.savefig(path, dpi=80, metadata={"Software": None})
     plt.close(fig)
     return path

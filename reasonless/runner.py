@@ -31,7 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_file
+from .atomic import atomic_file, pid_alive
+from .progress import clock
 from .study import build_study, load_study
 
 STATUS = "status.json"
@@ -101,12 +102,7 @@ def _write_status(out: Path, status: dict) -> None:
         f.write("\n")
 
 
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError, TypeError):
-        return False
-    return True
+
 
 
 def stage_state(entry: dict | None) -> str:
@@ -116,7 +112,7 @@ def stage_state(entry: dict | None) -> str:
         return "missing"
     if entry.get("state") == "done":
         return "done"
-    if entry.get("host") == socket.gethostname() and _alive(entry.get("pid")):
+    if entry.get("host") == socket.gethostname() and isinstance(entry.get("pid"), int) and pid_alive(entry["pid"]):
         return "running"
     return "interrupted"
 
@@ -139,7 +135,7 @@ def format_status(out: str | os.PathLike) -> str:
         counts[state] = counts.get(state, 0) + 1
         wall = ""
         if state == "done":
-            wall = _clock(entry.get("wall_s", 0.0))
+            wall = clock(entry.get("wall_s", 0.0))
         elif state in ("running", "interrupted"):
             wall = f"started {entry.get('started', '?')}"
             if state == "running" and s.kind == "train":
@@ -158,9 +154,7 @@ def _train_position(out: Path, s: Stage) -> str:
         return ""
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
 
 
 def _now() -> str:
@@ -225,7 +219,7 @@ def run_study(study_path: str | os.PathLike, out: str | os.PathLike, *, progress
         entry.update(state="done", finished=_now(), wall_s=wall + entry.pop("earlier_wall_s"), **(info or {}))
         _write_status(out, status)
         if progress:
-            print(f"{head}: done in {_clock(wall)}", file=sys.stderr, flush=True)
+            print(f"{head}: done in {clock(wall)}", file=sys.stderr, flush=True)
         if s.name == stop_after:
             break
     return status

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from . import checkpoint as ckpt_io
 from .data import IGNORE_INDEX, PackedLoader, check_token_dir
 from .model import PRESETS, Model, default_attn_backend, flops_per_token, num_params, preset as make_preset
+from .progress import clock
 
 # Dense bf16 peak FLOP/s per GPU, for MFU (None elsewhere).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "4090": 165e12}
@@ -75,11 +76,7 @@ def other_runnable() -> int | None:
         return None
 
 
-def _clock(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
 
 
 def _peak_flops(device: torch.device) -> float | None:
@@ -252,18 +249,8 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
         loader.load_state_dict(state["data"]["loader"])
         seen = {"examples": int(state.get("examples_seen", 0)), "tokens": int(state.get("tokens_seen", 0))}
         best_val = state.get("best_val_loss")
-        if is_main and metrics_path.exists():
-            # Drop the lines of steps after the checkpoint (a crash after it) so the log reads as one run.
-            kept = []
-            for ln in metrics_path.read_text().splitlines():
-                try:
-                    if json.loads(ln).get("step", 0) <= start_step:
-                        kept.append(ln)
-                except ValueError:  # a line cut short by the crash
-                    pass
-            tmp = metrics_path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(ln + "\n" for ln in kept))
-            os.replace(tmp, metrics_path)
+        if is_main:
+            ckpt_io.truncate_metrics(metrics_path, "step", start_step)
     if start_step >= steps and is_main:
         print(f"{out_dir}: already at step {start_step} of {steps}", file=sys.stderr)
 
@@ -367,7 +354,7 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
                 eta = (end - done) / rate if rate > 0 else float("inf")
                 print(f"step {done}/{steps} ({done / steps:.0%}) loss {loss:.4f} lr {cur_lr:.2e} "
                       f"{tok_s:,.0f} tok/s{mfu} examples {seen['examples']:,}{extra} "
-                      f"elapsed {_clock(now - t_start)} eta {_clock(eta)}", file=sys.stderr, flush=True)
+                      f"elapsed {clock(now - t_start)} eta {clock(eta)}", file=sys.stderr, flush=True)
             timed_save = save_minutes > 0 and now - last_save >= 60.0 * save_minutes
             if (save_every > 0 and done % save_every == 0) or done == end or done in keep_steps or timed_save:
                 save(done, last_val if eval_now else None)
