@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "parallel.hpp"
+#include "py_batch.hpp"
 #include "verify.hpp"
 
 namespace py = pybind11;
@@ -42,16 +43,74 @@ int32_t clip32(int64_t v) { return static_cast<int32_t>(std::min<int64_t>(v, INT
 
 void check_sides(int rows, int cols);
 
+Mode parse_mode(const std::string& name) {
+  if (name == "strict") return Mode::strict;
+  if (name == "paper") return Mode::paper;
+  throw py::value_error("unknown verifier mode '" + name + "'; choose 'paper' or 'strict'");
+}
+
+// The verdict arrays returned to Python, filled example by example from the worker threads.
+struct Verdicts {
+  py::array_t<bool> plan_valid, plan_optimal, trace_valid;
+  py::array_t<int16_t> first_error;
+  py::array_t<int32_t> first_error_at, n_ops, plan_len, counts;
+  bool *pv, *po, *tv;
+  int16_t* fe;
+  int32_t *fa, *no, *pl, *ct;
+
+  explicit Verdicts(py::ssize_t n)
+      : plan_valid(n), plan_optimal(n), trace_valid(n), first_error(n), first_error_at(n), n_ops(n), plan_len(n),
+        counts({n, static_cast<py::ssize_t>(N_CODES)}), pv(plan_valid.mutable_data()), po(plan_optimal.mutable_data()),
+        tv(trace_valid.mutable_data()), fe(first_error.mutable_data()), fa(first_error_at.mutable_data()),
+        no(n_ops.mutable_data()), pl(plan_len.mutable_data()), ct(counts.mutable_data()) {}
+
+  void store(int64_t i, const Result& res) {
+    pv[i] = res.plan_valid;
+    po[i] = res.plan_optimal;
+    tv[i] = res.trace_valid;
+    fe[i] = res.first_error;
+    fa[i] = clip32(res.first_error_at);
+    no[i] = clip32(res.n_ops);
+    pl[i] = clip32(res.plan_len);
+    for (int k = 0; k < N_CODES; ++k) ct[i * N_CODES + k] = clip32(res.counts[k]);
+  }
+
+  py::dict dict() const {
+    py::dict d;
+    d["plan_valid"] = plan_valid;
+    d["plan_optimal"] = plan_optimal;
+    d["trace_valid"] = trace_valid;
+    d["first_error"] = first_error;
+    d["first_error_at"] = first_error_at;
+    d["n_ops"] = n_ops;
+    d["plan_len"] = plan_len;
+    d["error_counts"] = counts;
+    return d;
+  }
+};
+
+// A problem the verifier cannot take (a wall value other than 0/1, start or goal on a wall), flagged by the
+// parallel loop: the first one is reported here, with the GIL held.
+void raise_first_bad_problem(const std::vector<Problem>& problems, const std::vector<uint8_t>& bad, py::ssize_t cells,
+                             int cols) {
+  for (size_t i = 0; i < bad.size(); ++i) {
+    if (!bad[i]) continue;
+    const Problem& p = problems[i];
+    const std::string ex = "example " + std::to_string(i) + ": ";
+    for (py::ssize_t c = 0; c < cells; ++c)
+      if (p.walls[c] > 1)
+        throw py::value_error(ex + "walls must be 0 (free) or 1 (wall), found " + std::to_string(p.walls[c]) +
+                              " at cell " + std::to_string(c));
+    const int c = p.walls[p.start] ? p.start : p.goal;
+    throw py::value_error(ex + (c == p.start ? "start" : "goal") + " (" + std::to_string(c % cols) + ", " +
+                          std::to_string(c / cols) + ") is a wall");
+  }
+}
+
 py::dict verify_batch(const py::object& walls_obj, int rows, int cols, const py::object& start_obj,
                       const py::object& goal_obj, const py::object& tokens_obj, const py::object& begins_obj,
                       const py::object& ends_obj, const std::string& mode_name, int threads) {
-  Mode mode;
-  if (mode_name == "strict")
-    mode = Mode::strict;
-  else if (mode_name == "paper")
-    mode = Mode::paper;
-  else
-    throw py::value_error("unknown verifier mode '" + mode_name + "'; choose 'paper' or 'strict'");
+  const Mode mode = parse_mode(mode_name);
   check_sides(rows, cols);
 
   auto walls = exact<uint8_t>(walls_obj, "walls", 2, "uint8");
@@ -105,19 +164,7 @@ py::dict verify_batch(const py::object& walls_obj, int rows, int cols, const py:
     return (any & ~uint8_t{1}) || p.walls[p.start] || p.walls[p.goal];
   };
   std::vector<uint8_t> bad(static_cast<size_t>(n), 0);
-
-  py::array_t<bool> plan_valid(n), plan_optimal(n), trace_valid(n);
-  py::array_t<int16_t> first_error(n);
-  py::array_t<int32_t> first_error_at(n), n_ops(n), plan_len(n);
-  py::array_t<int32_t> counts({n, static_cast<py::ssize_t>(N_CODES)});
-  bool* pv = plan_valid.mutable_data();
-  bool* po = plan_optimal.mutable_data();
-  bool* tv = trace_valid.mutable_data();
-  int16_t* fe = first_error.mutable_data();
-  int32_t* fa = first_error_at.mutable_data();
-  int32_t* no = n_ops.mutable_data();
-  int32_t* pl = plan_len.mutable_data();
-  int32_t* ct = counts.mutable_data();
+  Verdicts out(n);
   const uint16_t* tk = tokens.data();
   {
     py::gil_scoped_release release;
@@ -139,39 +186,56 @@ py::dict verify_batch(const py::object& walls_obj, int rows, int cols, const py:
           continue;
         }
         v->run(problems[static_cast<size_t>(i)], tk + b[i], e[i] - b[i], mode, &res);
-        pv[i] = res.plan_valid;
-        po[i] = res.plan_optimal;
-        tv[i] = res.trace_valid;
-        fe[i] = res.first_error;
-        fa[i] = clip32(res.first_error_at);
-        no[i] = clip32(res.n_ops);
-        pl[i] = clip32(res.plan_len);
-        for (int k = 0; k < N_CODES; ++k) ct[i * N_CODES + k] = clip32(res.counts[k]);
+        out.store(i, res);
       }
     });
   }
-  for (py::ssize_t i = 0; i < n; ++i) {
-    if (!bad[static_cast<size_t>(i)]) continue;
-    const Problem& p = problems[static_cast<size_t>(i)];
-    const std::string ex = "example " + std::to_string(i) + ": ";
-    for (py::ssize_t c = 0; c < cells; ++c)
-      if (p.walls[c] > 1)
-        throw py::value_error(ex + "walls must be 0 (free) or 1 (wall), found " + std::to_string(p.walls[c]) +
-                              " at cell " + std::to_string(c));
-    const int c = p.walls[p.start] ? p.start : p.goal;
-    throw py::value_error(ex + (c == p.start ? "start" : "goal") + " (" + std::to_string(c % cols) + ", " +
-                          std::to_string(c / cols) + ") is a wall");
+  raise_first_bad_problem(problems, bad, cells, cols);
+  return out.dict();
+}
+
+// A corpus's own traces, verified without materializing their tokens: each example is tokenized into a buffer of
+// its worker thread (tokens::batch_visit) and verified there while the buffer is in cache. The verdicts equal
+// verify_batch's on the tokens tokenize_into writes: the same verifier reads the same response tokens.
+py::dict verify_examples(const py::object& walls, int rows, int cols, const py::object& start, const py::object& goal,
+                         const py::object& ops, const py::object& ops_offsets, const py::object& plan,
+                         const py::object& plan_offsets, const std::string& mode_name, int threads) {
+  namespace tk = reasonless::tokens;
+  const Mode mode = parse_mode(mode_name);
+  const tk::Arm arm = tk::Arm::correct;
+  tk::BatchArrays a;
+  tk::load_examples(a, walls, rows, cols, start, goal, ops, ops_offsets, plan, plan_offsets);
+  const tk::Batch& batch = a.b;
+  const py::ssize_t n = batch.n, cells = static_cast<py::ssize_t>(rows) * cols;
+  Verdicts out(n);
+  std::vector<Problem> problems(static_cast<size_t>(n));
+  std::vector<uint8_t> bad(static_cast<size_t>(n), 0);
+  std::vector<std::unique_ptr<Verifier>> workers(static_cast<size_t>(resolve_threads(threads, n)));
+  tk::FaultReport fault;
+  {
+    py::gil_scoped_release release;
+    fault = tk::batch_visit(batch, arm, threads,
+                            [&](int64_t i, const uint16_t* seq, int64_t length, int64_t prompt, int worker) {
+      // batch_visit checked the coordinates and wall values; the verifier also needs start and goal free.
+      const int32_t* s = batch.start + 2 * i;
+      const int32_t* g = batch.goal + 2 * i;
+      Problem& p = problems[static_cast<size_t>(i)];
+      p = Problem{rows, cols, batch.walls + i * cells, s[1] * cols + s[0], g[1] * cols + g[0]};
+      if (p.walls[p.start] || p.walls[p.goal]) {
+        bad[static_cast<size_t>(i)] = 1;
+        return;
+      }
+      auto& v = workers[static_cast<size_t>(worker)];
+      if (!v) v = std::make_unique<Verifier>();
+      Result res;
+      // The response runs from `reasoning`, the first token after the prompt, to <|eos|>.
+      v->run(p, seq + prompt, length - prompt, mode, &res);
+      out.store(i, res);
+    });
   }
-  py::dict d;
-  d["plan_valid"] = plan_valid;
-  d["plan_optimal"] = plan_optimal;
-  d["trace_valid"] = trace_valid;
-  d["first_error"] = first_error;
-  d["first_error_at"] = first_error_at;
-  d["n_ops"] = n_ops;
-  d["plan_len"] = plan_len;
-  d["error_counts"] = counts;
-  return d;
+  if (fault.example < n) throw py::value_error(tk::describe(batch, fault, arm, nullptr, 0));
+  raise_first_bad_problem(problems, bad, cells, cols);
+  return out.dict();
 }
 
 void check_sides(int rows, int cols) {
@@ -218,6 +282,12 @@ void bind_verify(py::module_& m) {
         "Returns a dict of arrays: plan_valid, plan_optimal, trace_valid (bool), first_error (int16 code, -1 none),\n"
         "first_error_at (int32 operation index, -1 none), n_ops, plan_len (int32), error_counts (int32 (N, codes)).\n"
         "Rules: cpp/verify.hpp and DESIGN §5.");
+  m.def("verify_examples", &verify_examples, py::arg("walls"), py::arg("rows"), py::arg("cols"), py::arg("start"),
+        py::arg("goal"), py::arg("ops"), py::arg("ops_offsets"), py::arg("plan"), py::arg("plan_offsets"),
+        py::arg("mode") = "strict", py::arg("threads") = 0,
+        "Verifies the A* results of examples in the corpus layout (the arrays of tokenize_into), tokenizing each one\n"
+        "(arm 'correct') into a per-thread buffer: the verdicts of verify_batch on tokenize_into's output, without\n"
+        "the memory of the whole batch's tokens. Returns the dict of verify_batch.");
   m.def(
       "error_names",
       [] {

@@ -31,15 +31,15 @@ void record_fault(std::atomic<int64_t>& first, int64_t i) {
   }
 }
 
-// Runs per_example(i) over the batch in parallel; returns the first example with a fault.
+// Runs per_example(i, worker) over the batch in parallel; returns the first example with a fault.
 template <class PerExample>
 FaultReport run_checked(const Batch& b, int threads, PerExample per_example) {
   std::atomic<int64_t> first{b.n};
-  parallel_chunks(b.n, CHUNK, threads, [&](int64_t begin, int64_t end, int) {
+  parallel_chunks(b.n, CHUNK, threads, [&](int64_t begin, int64_t end, int worker) {
     // Chunks start in increasing order, so skipping those past a known fault never hides an earlier one.
     if (begin > first.load(std::memory_order_relaxed)) return;
     for (int64_t i = begin; i < end; ++i) {
-      if (per_example(i) != Fault::none) {
+      if (per_example(i, worker) != Fault::none) {
         record_fault(first, i);
         return;
       }
@@ -49,7 +49,7 @@ FaultReport run_checked(const Batch& b, int threads, PerExample per_example) {
   r.example = first.load();
   if (r.example < b.n) {
     // Re-run the failing example alone for its fault kind (the workers keep no per-example record).
-    r.fault = per_example(r.example);
+    r.fault = per_example(r.example, 0);
   }
   return r;
 }
@@ -185,7 +185,7 @@ std::string describe(const Batch& b, const FaultReport& r, Arm arm, const int64_
 }
 
 FaultReport batch_lengths(const Batch& b, Arm arm, int threads, int64_t* lengths, int32_t* prompt_lengths) {
-  return run_checked(b, threads, [&](int64_t i) {
+  return run_checked(b, threads, [&](int64_t i, int) {
     int64_t w = 0;
     const Fault f = check_example(b, i, arm, false, &w);
     if (f != Fault::none) return f;
@@ -199,7 +199,7 @@ FaultReport batch_tokenize(const Batch& b, Arm arm, uint16_t* out, int64_t out_s
                            int threads) {
   const Vocab v(b.rows, b.cols);
   const std::vector<uint32_t> xy = cell_coord_table(v);
-  return run_checked(b, threads, [&](int64_t i) {
+  return run_checked(b, threads, [&](int64_t i, int) {
     int64_t w = 0;
     const Fault f = check_example(b, i, arm, true, &w);
     if (f != Fault::none) return f;
@@ -207,6 +207,24 @@ FaultReport batch_tokenize(const Batch& b, Arm arm, uint16_t* out, int64_t out_s
     if (lo < 0 || hi > out_size || hi - lo != sequence_length(w, ops_count(b, i), plan_count(b, i), arm))
       return Fault::out_span;
     write_sequence(out + lo, example_at(b, i), v, xy.data(), arm);
+    return Fault::none;
+  });
+}
+
+FaultReport batch_visit(const Batch& b, Arm arm, int threads, const SequenceVisitor& visit) {
+  const Vocab v(b.rows, b.cols);
+  const std::vector<uint32_t> xy = cell_coord_table(v);
+  // One buffer per worker, reused from example to example: it stays in cache between the write and the visit.
+  std::vector<std::vector<uint16_t>> buffers(static_cast<size_t>(resolve_threads(threads, b.n)));
+  return run_checked(b, threads, [&](int64_t i, int worker) {
+    int64_t w = 0;
+    const Fault f = check_example(b, i, arm, true, &w);
+    if (f != Fault::none) return f;
+    const int64_t length = sequence_length(w, ops_count(b, i), plan_count(b, i), arm);
+    std::vector<uint16_t>& buf = buffers[static_cast<size_t>(worker)];
+    if (static_cast<int64_t>(buf.size()) < length) buf.resize(static_cast<size_t>(length));
+    write_sequence(buf.data(), example_at(b, i), v, xy.data(), arm);
+    visit(i, buf.data(), length, prompt_length(w), worker);
     return Fault::none;
   });
 }

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -274,6 +275,14 @@ FaultReport batch_lengths(const Batch& b, Arm arm, int threads, int64_t* lengths
 // lies in [0, out_size). On a fault, out may be partly written.
 FaultReport batch_tokenize(const Batch& b, Arm arm, uint16_t* out, int64_t out_size, const int64_t* out_offsets,
                            int threads);
+
+// Checks each example as batch_tokenize does and writes its sequence into a buffer of the worker thread that
+// handles it, then calls visit(i, tokens, length, prompt_length, worker) there: a consumer such as the verifier
+// reads each sequence while it is in cache, and the batch's tokens never exist all at once. Worker ids are below
+// resolve_threads(threads, n). Returns the first faulty example (n if none); examples after it may be unvisited.
+using SequenceVisitor = std::function<void(int64_t i, const uint16_t* tokens, int64_t length, int64_t prompt_length,
+                                           int worker)>;
+FaultReport batch_visit(const Batch& b, Arm arm, int threads, const SequenceVisitor& visit);
 
 // Rendering: text byte length of each sequence (returns the first sequence holding an id outside the
 // vocabulary, n if none), then the bytes at text_offsets.

@@ -117,6 +117,37 @@ def save_npy(path: Path, array: np.ndarray) -> str:
     return f"{zlib.crc32(array.reshape(-1).view(np.uint8), zlib.crc32(header.getbuffer())):08x}"
 
 
+def map_npy(path: Path, checksum: bool = True) -> tuple[np.ndarray, str | None]:
+    """A read-only memory map of a .npy file as an array, and the CRC-32 of the file's bytes (hex; None without
+    `checksum`).
+
+    The checksum is computed over the same mapping the array reads: the file is faulted into memory once, by the
+    checksum, and nothing is copied (reading the file for its checksum and then mapping it cost a third more).
+    Raises ValueError naming the file when it is not a complete .npy file.
+    """
+    import mmap
+
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0)(f)
+        except (ValueError, EOFError) as err:
+            raise ValueError(f"{path}: not a readable .npy file ({err})") from None
+        if dtype.hasobject:  # would need unpickling; no file of ours holds objects
+            raise ValueError(f"{path}: holds Python objects ({dtype}), which are never loaded")
+        offset = f.tell()
+        size = os.fstat(f.fileno()).st_size
+        need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if size != need:
+            raise ValueError(f"{path}: {size:,} bytes, but its header describes {need:,} (a {dtype} array of shape "
+                             f"{shape}): the file is {'truncated' if size < need else 'longer than its array'}")
+        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    crc = f"{zlib.crc32(mapping):08x}" if checksum else None
+    array = np.ndarray(shape, dtype, buffer=mapping, offset=offset, order="F" if fortran else "C")
+    return array, crc
+
+
 def crc32_file(path: Path, chunk: int = 1 << 22) -> str:
     crc = 0
     with open(path, "rb") as f:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .atomic import TMP_MARK, atomic_dir, atomic_file, crc32_file, save_npy
+from .atomic import TMP_MARK, atomic_dir, atomic_file, crc32_file, map_npy, save_npy
 from .progress import Progress
 from .vocab import CLOSE_BIT, Vocab, check_grid_size, vocab_for
 
@@ -159,30 +159,32 @@ class Shard:
 
     def _open(self, name: str) -> np.ndarray:
         path = self.path / f"{name}.npy"
-        if name not in self._checked:
-            recorded = self.entry.get("crc32", {}).get(f"{name}.npy")
-            if not path.is_file():
-                raise ValueError(f"{path}: missing (shard {self.entry['index']} of {self.corpus.path}, examples "
-                                 f"{self.first:,}–{self.first + self.count - 1:,}); regenerate the corpus")
-            if recorded is not None and crc32_file(path) != recorded:
-                raise ValueError(f"{path}: damaged, its CRC-32 differs from the one recorded when it was written "
-                                 f"(shard {self.entry['index']}, examples {self.first:,}–{self.first + self.count - 1:,}"
-                                 f"); re-run the `reasonless generate` command that made {self.corpus.path} to "
-                                 f"remake it")
-            self._checked.add(name)
-        try:
-            return np.load(path, mmap_mode="r")
-        except (ValueError, OSError) as err:
-            raise ValueError(f"{path}: not a readable .npy file ({err})") from None
+        where = f"shard {self.entry['index']} of {self.corpus.path}, examples {self.first:,}–{self.first + self.count - 1:,}"
+        if not path.is_file():
+            raise ValueError(f"{path}: missing ({where}); regenerate the corpus")
+        recorded = self.entry.get("crc32", {}).get(f"{name}.npy")
+        array, crc = map_npy(path, checksum=name not in self._checked and recorded is not None)
+        if crc is not None and crc != recorded:
+            raise ValueError(f"{path}: damaged, its CRC-32 differs from the one recorded when it was written "
+                             f"({where}); re-run the `reasonless generate` command that made {self.corpus.path} to "
+                             f"remake it")
+        self._checked.add(name)
+        return array
 
     def release(self) -> None:
         """Drops the memory maps, so that a pass over a large corpus keeps one shard resident at a time."""
         self._arrays.clear()
 
-    def batch(self, lo: int = 0, hi: int | None = None) -> Batch:
-        """Examples [lo, hi) of this shard (shard-local positions) read into memory."""
+    def batch(self, lo: int = 0, hi: int | None = None, copy: bool = True) -> Batch:
+        """Examples [lo, hi) of this shard (shard-local positions) read into memory. With ``copy=False``, views of
+        the memory maps instead (walls aside, which are unpacked): ops and plan are then the shard's whole arrays and
+        the offsets index them, not starting at 0 — what the C++ loops accept, and half the memory traffic."""
         hi = self.count if hi is None else hi
         rows, cols = self.corpus.rows, self.corpus.cols
+        if not copy:
+            return Batch(rows, cols, self.first + lo, unpack_walls(self.walls[lo:hi], rows * cols), self.start[lo:hi],
+                         self.goal[lo:hi], self.maze_hash[lo:hi], self.ops, self.ops_offsets[lo:hi + 1], self.plan,
+                         self.plan_offsets[lo:hi + 1])
         oo = np.array(self.ops_offsets[lo:hi + 1], dtype=np.int64)
         po = np.array(self.plan_offsets[lo:hi + 1], dtype=np.int64)
         return Batch(rows, cols, self.first + lo, unpack_walls(np.asarray(self.walls[lo:hi]), rows * cols),
@@ -316,12 +318,13 @@ class Corpus:
                        b.walls.reshape(self.rows, self.cols), tuple(b.start[0].tolist()), tuple(b.goal[0].tolist()),
                        b.ops, b.plan)
 
-    def batches(self, size: int = 20_000):
-        """Yields :class:`Batch` objects covering the corpus in order, at most `size` examples each."""
+    def batches(self, size: int = 20_000, copy: bool = True):
+        """Yields :class:`Batch` objects covering the corpus in order, at most `size` examples each (views of the
+        shards' memory maps with ``copy=False``: see :meth:`Shard.batch`)."""
         first = 0
         for shard in self.shards:
             for lo in range(0, shard.count, size):
-                b = shard.batch(lo, min(lo + size, shard.count))
+                b = shard.batch(lo, min(lo + size, shard.count), copy)
                 b.first = first + lo
                 yield b
             first += shard.count
@@ -374,12 +377,17 @@ def parse_shard_spec(spec: str) -> tuple[int, int]:
 def generate(out: str | os.PathLike, generator: str, count: int, rows: int = 30, cols: int = 30, seed: int = 0,
              params: dict | None = None, tie_break: str = "fifo", threads: int | None = None,
              shard: tuple[int, int] | str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
-             progress: bool = False, command: str | None = None) -> Corpus | None:
+             progress: bool = False, command: str | None = None, engine=None, rng: str = "counter",
+             split: str | None = None) -> Corpus | None:
     """Generates `count` problems with `generator`, solves them with A* and writes a corpus to `out`.
+
+    ``rng="paper"`` with ``split="train"|"test"`` makes the JS tool's dataset instead (:mod:`reasonless.paper_mazes`).
 
     Resumes: shards already complete in `out` (same corpus key) are kept. With ``shard=(K, N)`` only part K of N of
     the shards is made; the manifest is written once every shard is present (else merge the parts later).
-    Returns the Corpus when complete, else None.
+    Returns the Corpus when complete, else None. ``engine(out, key, todo)``, when given, makes the missing shards
+    elsewhere (:func:`make_shard_batch` + :func:`write_shard` per index, e.g. as Ray tasks) and returns their
+    manifest entries by index.
     """
     from . import mazes
 
@@ -396,35 +404,35 @@ def generate(out: str | os.PathLike, generator: str, count: int, rows: int = 30,
         raise ValueError(f"shard_size={shard_size}: must be at least 1")
     if tie_break not in TIE_BREAKS:
         raise ValueError(f"unknown tie-break {tie_break!r}; choose one of {', '.join(TIE_BREAKS)}")
-    full_params = mazes.resolve_params(generator, rows, cols, params)
+    paper = _paper_source(rng, split, generator, rows, cols, seed, params)
+    full_params = paper.params if paper else mazes.resolve_params(generator, rows, cols, params)
     if isinstance(shard, str):
         shard = parse_shard_spec(shard)
     part, parts = shard or (0, 1)
     threads = threads or 0
 
     key = {"kind": "generated", "generator": generator, "params": full_params, "rows": rows, "cols": cols,
-           "seed": seed, "tie_break": tie_break, "count": count, "shard_size": shard_size}
+           "seed": seed, "tie_break": tie_break, "count": count, "shard_size": shard_size,
+           **(paper.key if paper else {})}
     out = Path(out)
     _claim_directory(out, key)
     n_shards = -(-count // shard_size)
     mine = range(part * n_shards // parts, (part + 1) * n_shards // parts)
     done = _complete_shards(out, key, mine)
     todo = [i for i in mine if i not in done]
+    if engine is not None and todo:
+        done.update(engine(out, key, todo))
+        todo = []
 
     total = sum(min(shard_size, count - i * shard_size) for i in todo)
     if todo:
-        _warm_up(generator, rows, cols, seed, full_params, progress)
+        _warm_up(generator, rows, cols, seed, full_params, progress, paper)
     bar = Progress(total, enabled=progress)
     # One thread writes shard i (packing, hashing, disk) while the cores make shard i + 1.
     with ThreadPoolExecutor(max_workers=1) as writer:
         writing = None
         for i in todo:
-            first = i * shard_size
-            n = min(shard_size, count - first)
-            walls, start, goal = mazes.generate_mazes(generator, rows, cols, seed, first, n, full_params,
-                                                      threads=threads or None)
-            hashes = mazes.layout_hash(walls, rows, cols)
-            batch = solve(walls, rows, cols, start, goal, hashes, first, tie_break, seed, threads)
+            batch = make_shard_batch(key, i, threads)
             if writing is not None:
                 entry = writing.result()
                 done[entry["index"]] = entry
@@ -443,11 +451,47 @@ def generate(out: str | os.PathLike, generator: str, count: int, rows: int = 30,
                   f"parts, then `reasonless merge`", file=sys.stderr)
         return None
     header = {**key, "instances": [0, count], "command": command or _default_command()}
+    if paper:
+        from .paper_mazes import manifest_entry
+        header.update(manifest_entry(paper, out, list(done.values())))
     write_manifest(out, header, list(done.values()))
     return Corpus(out)
 
 
-def _warm_up(generator: str, rows: int, cols: int, seed: int, params: dict, progress: bool) -> None:
+def _paper_source(rng: str, split: str | None, generator: str, rows: int, cols: int, seed: int, params):
+    """The JS tool's maze stream for rng="paper" (validated), None for our own generators."""
+    if rng == "counter" and split is None:
+        return None
+    if rng != "paper":
+        raise ValueError(f"rng={rng!r}: choose counter (our generators, the default) or paper (the JS tool's stream)"
+                         if rng != "counter" else "split is only for rng='paper' (the JS tool's train/test modes)")
+    from .paper_mazes import PaperSource
+    return PaperSource(generator, rows, cols, seed, split, params)
+
+
+def make_shard_batch(key: dict, index: int, threads: int = 0) -> Batch:
+    """Problems and A* results of shard `index` of the generated corpus `key`: a pure function of the two, so
+    any process on any machine makes the same bytes."""
+    from . import mazes
+
+    rows, cols, seed, size = key["rows"], key["cols"], key["seed"], key["shard_size"]
+    first = index * size
+    n = min(size, key["count"] - first)
+    if key.get("rng") == "paper":
+        from .paper_mazes import shard_mazes
+        walls, start, goal = shard_mazes(key, first, n)
+    else:
+        walls, start, goal = mazes.generate_mazes(key["generator"], rows, cols, seed, first, n, key["params"],
+                                                  threads=threads or None)
+    hashes = mazes.layout_hash(walls, rows, cols)
+    batch = solve(walls, rows, cols, start, goal, hashes, first, key["tie_break"], seed, threads)
+    if key.get("rng") == "paper":
+        from .paper_mazes import PaperSource
+        batch = PaperSource.finish(batch)
+    return batch
+
+
+def _warm_up(generator: str, rows: int, cols: int, seed: int, params: dict, progress: bool, paper=None) -> None:
     """Makes one maze before the progress bar starts, so that compiling the Numba kernels (seconds on the first
     run, then loaded from Numba's cache) is never counted as generation time."""
     from . import mazes
@@ -456,7 +500,10 @@ def _warm_up(generator: str, rows: int, cols: int, seed: int, params: dict, prog
     if progress:
         print("preparing the maze kernels (compiled on the first run only, then cached)...", file=sys.stderr,
               flush=True)
-    walls, _, _ = mazes.generate_mazes(generator, rows, cols, seed, 0, 1, params, threads=1)
+    if paper is None:
+        walls, _, _ = mazes.generate_mazes(generator, rows, cols, seed, 0, 1, params, threads=1)
+    else:
+        walls = paper.warm_up()
     mazes.layout_hash(walls, rows, cols)
     if progress:
         print(f"kernels ready in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)

@@ -446,11 +446,11 @@ def verify_corpus(corpus, mode: str = "strict", threads: int = 0,
     result = Verdicts.empty(len(corpus), mode)
 
     def run(sink) -> None:
-        for batch in corpus.batches(batch_size):
-            tokens, offsets, prompts = batch.tokens("correct", threads)
-            # A response runs from `reasoning` (the first token after the prompt) to <|eos|>.
-            out = _core.verify_batch(batch.walls, corpus.rows, corpus.cols, batch.start, batch.goal, tokens,
-                                     offsets[:-1] + prompts, offsets[1:], mode, threads)
+        for batch in corpus.batches(batch_size, copy=False):
+            # Tokenized example by example inside the verifier's threads: the corpus's tokens are never all in
+            # memory, and each sequence is verified while it is in cache.
+            out = _core.verify_examples(batch.walls, corpus.rows, corpus.cols, batch.start, batch.goal, batch.ops,
+                                        batch.ops_offsets, batch.plan, batch.plan_offsets, mode, threads)
             part = Verdicts(mode=mode, **{f: out[f] for f in _FIELDS})
             result.assign(slice(batch.first, batch.first + len(batch)), part)
             if sink is not None:

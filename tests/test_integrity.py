@@ -40,6 +40,19 @@ def test_a_flipped_bit_in_a_shard_is_an_error_naming_the_file(corpus_dir, tmp_pa
     assert main(["verify", str(corpus_dir)]) == 0
 
 
+def test_a_truncated_or_garbled_shard_file_names_the_file_and_what_is_wrong(corpus_dir, tmp_path, capsys):
+    damaged = tmp_path / "c"
+    shutil.copytree(corpus_dir, damaged)
+    ops = damaged / "shard-00002" / "ops.npy"
+    ops.write_bytes(ops.read_bytes()[:-7])
+    assert main(["verify", str(damaged)]) == 2
+    assert "shard-00002/ops.npy: " in (err := capsys.readouterr().err) and "the file is truncated" in err
+    plan = damaged / "shard-00000" / "plan.npy"
+    plan.write_bytes(b"\x93NUMPX" + plan.read_bytes()[7:])
+    assert main(["export", str(damaged), "--format", "jsonl", "--out", str(tmp_path / "x.jsonl"), "--quiet"]) == 2
+    assert "shard-00000/plan.npy: not a readable .npy file" in capsys.readouterr().err
+
+
 def test_resumed_generate_remakes_a_damaged_shard(corpus_dir, tmp_path):
     copy = tmp_path / "c"
     shutil.copytree(corpus_dir, copy)

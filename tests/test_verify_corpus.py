@@ -62,3 +62,52 @@ def test_package_level_verify_function(tmp_path):
     v = reasonless.verify(batch.walls, batch.start, batch.goal, responses, rows=8, cols=8, mode="paper")
     assert v.trace_valid.tolist() == [True, True, False, True]
     assert v.first_error_name(2) == "first_create_not_last_closed"
+
+
+def _damaged(batch, seed):
+    """The batch with some ops' costs and cells changed, so that many verdicts are failures of several kinds."""
+    rng = np.random.default_rng(seed)
+    ops = batch.ops.copy()
+    hit = rng.random(len(ops)) < 0.01
+    ops[hit, 1] = np.minimum(ops[hit, 1] + 1, batch.rows * batch.cols - 1)
+    moved = rng.random(len(ops)) < 0.005
+    ops[moved, 0] = (ops[moved, 0] & 0x8000) | ((ops[moved, 0] & 0x7FFF) + 1) % (batch.rows * batch.cols)
+    return ops
+
+
+@pytest.mark.parametrize("mode", ["paper", "strict"])
+def test_fused_corpus_verification_equals_verifying_the_tokens(tmp_path, mode):
+    from reasonless import _core
+
+    corpus = generate(tmp_path / "c", "drunkards_walk", 400, rows=12, cols=9, seed=5)
+    b = next(corpus.batches())
+    ops = _damaged(b, 1)
+    tokens, offsets, prompts = b.tokens("correct")
+    # The same examples with the damaged ops, tokenized the ordinary way and verified as token streams...
+    _core.tokenize_into(b.walls, b.rows, b.cols, b.start, b.goal, ops, b.ops_offsets, b.plan, b.plan_offsets,
+                        tokens, offsets, "correct", 0)
+    want = _core.verify_batch(b.walls, b.rows, b.cols, b.start, b.goal, tokens, offsets[:-1] + prompts, offsets[1:],
+                              mode, 2)
+    assert 0 < want["trace_valid"].sum() < len(b)  # the damage made failures, not only
+    # ... and fused, on offsets that do not start at 0 (a window of the shard's arrays, as verify_corpus passes).
+    lo, hi = 37, 311
+    got = _core.verify_examples(b.walls[lo:hi], b.rows, b.cols, b.start[lo:hi], b.goal[lo:hi], ops,
+                                b.ops_offsets[lo:hi + 1], b.plan, b.plan_offsets[lo:hi + 1], mode, 2)
+    for field, value in want.items():
+        assert np.array_equal(got[field], value[lo:hi]), field
+
+
+def test_fused_corpus_verification_names_the_bad_example(tmp_path):
+    from reasonless import _core
+
+    corpus = generate(tmp_path / "c", "wilson", 20, rows=8, cols=8, seed=5)
+    b = next(corpus.batches())
+    walls = b.walls.copy()
+    x, y = b.goal[13]
+    walls[13, y * 8 + x] = 1
+    with pytest.raises(ValueError, match=r"example 13: goal \(\d, \d\) is a wall"):
+        _core.verify_examples(walls, 8, 8, b.start, b.goal, b.ops, b.ops_offsets, b.plan, b.plan_offsets)
+    ops = b.ops.copy()
+    ops[b.ops_offsets[4] + 2, 1] = 64  # a cost outside the 8x8 vocabulary
+    with pytest.raises(ValueError, match="example 4: op 2 .* costs must be below rows\\*cols = 64"):
+        _core.verify_examples(b.walls, 8, 8, b.start, b.goal, ops, b.ops_offsets, b.plan, b.plan_offsets)
