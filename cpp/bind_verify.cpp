@@ -194,8 +194,8 @@ py::dict verify_batch(const py::object& walls_obj, int rows, int cols, const py:
   return out.dict();
 }
 
-// A corpus's own traces, verified without materializing their tokens: each example is tokenized into a buffer of
-// its worker thread (tokens::batch_visit) and verified there while the buffer is in cache. The verdicts equal
+// A corpus's own traces, verified without materializing their tokens: each example's response is written into a
+// buffer of its worker thread (tokens::batch_visit_responses) and verified there while the buffer is in cache. The verdicts equal
 // verify_batch's on the tokens tokenize_into writes: the same verifier reads the same response tokens.
 py::dict verify_examples(const py::object& walls, int rows, int cols, const py::object& start, const py::object& goal,
                          const py::object& ops, const py::object& ops_offsets, const py::object& plan,
@@ -214,8 +214,8 @@ py::dict verify_examples(const py::object& walls, int rows, int cols, const py::
   tk::FaultReport fault;
   {
     py::gil_scoped_release release;
-    fault = tk::batch_visit(batch, arm, threads,
-                            [&](int64_t i, const uint16_t* seq, int64_t length, int64_t prompt, int worker) {
+    fault = tk::batch_visit_responses(batch, arm, threads, [&](int64_t i, const uint16_t* response, int64_t length,
+                                                               int worker) {
       // batch_visit checked the coordinates and wall values; the verifier also needs start and goal free.
       const int32_t* s = batch.start + 2 * i;
       const int32_t* g = batch.goal + 2 * i;
@@ -228,8 +228,7 @@ py::dict verify_examples(const py::object& walls, int rows, int cols, const py::
       auto& v = workers[static_cast<size_t>(worker)];
       if (!v) v = std::make_unique<Verifier>();
       Result res;
-      // The response runs from `reasoning`, the first token after the prompt, to <|eos|>.
-      v->run(p, seq + prompt, length - prompt, mode, &res);
+      v->run(p, response, length, mode, &res);
       out.store(i, res);
     });
   }

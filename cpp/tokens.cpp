@@ -211,7 +211,7 @@ FaultReport batch_tokenize(const Batch& b, Arm arm, uint16_t* out, int64_t out_s
   });
 }
 
-FaultReport batch_visit(const Batch& b, Arm arm, int threads, const SequenceVisitor& visit) {
+FaultReport batch_visit_responses(const Batch& b, Arm arm, int threads, const ResponseVisitor& visit) {
   const Vocab v(b.rows, b.cols);
   const std::vector<uint32_t> xy = cell_coord_table(v);
   // One buffer per worker, reused from example to example: it stays in cache between the write and the visit.
@@ -220,11 +220,12 @@ FaultReport batch_visit(const Batch& b, Arm arm, int threads, const SequenceVisi
     int64_t w = 0;
     const Fault f = check_example(b, i, arm, true, &w);
     if (f != Fault::none) return f;
-    const int64_t length = sequence_length(w, ops_count(b, i), plan_count(b, i), arm);
+    const int64_t length = response_length(ops_count(b, i), plan_count(b, i), arm);
     std::vector<uint16_t>& buf = buffers[static_cast<size_t>(worker)];
-    if (static_cast<int64_t>(buf.size()) < length) buf.resize(static_cast<size_t>(length));
-    write_sequence(buf.data(), example_at(b, i), v, xy.data(), arm);
-    visit(i, buf.data(), length, prompt_length(w), worker);
+    // write_response's 8-byte stores may reach 3 tokens past its end.
+    if (static_cast<int64_t>(buf.size()) < length + 4) buf.resize(static_cast<size_t>(length + 4));
+    write_response(buf.data(), example_at(b, i), v, xy.data(), arm);
+    visit(i, buf.data(), length, worker);
     return Fault::none;
   });
 }

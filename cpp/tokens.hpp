@@ -94,34 +94,12 @@ inline void store4(uint16_t* p, uint64_t packed) {
 }
 }  // namespace detail
 
-// Writes exactly sequence_length(n_walls, n_ops, n_plan, arm) tokens at out and returns the end.
-// xy is cell_coord_table(v).
-inline uint16_t* write_sequence(uint16_t* __restrict out, const Example& ex, const Vocab& v, const uint32_t* xy,
-                                Arm arm) {
-  using detail::store4;
-  uint16_t* p = out;
-  p[0] = BOS;
-  p[1] = QUERY;
-  p[2] = START;
-  p[3] = static_cast<uint16_t>(FIRST_COORD + ex.start[0]);
-  p[4] = static_cast<uint16_t>(FIRST_COORD + ex.start[1]);
-  p[5] = GOAL;
-  p[6] = static_cast<uint16_t>(FIRST_COORD + ex.goal[0]);
-  p[7] = static_cast<uint16_t>(FIRST_COORD + ex.goal[1]);
-  p += HEAD_TOKENS;
+// The response of an example: `reasoning`, the ops in the arm's layout, `solution`, the plan, `end <|eos|>`.
+// Writes exactly response_length(n_ops, n_plan, arm) tokens at out and returns the end. xy is cell_coord_table(v).
+inline int64_t response_length(int64_t n_ops, int64_t n_plan, Arm arm) { return sequence_length(0, n_ops, n_plan, arm) - HEAD_TOKENS; }
 
-  // Every cell stores its `wall X Y` and only a wall advances the pointer: no unpredictable branch. Stores
-  // past the last wall land on the at least four tokens that follow (reasoning solution end eos) and are
-  // overwritten below.
-  const int rows = v.rows, cols = v.cols;
-  for (int y = 0; y < rows; ++y) {
-    const uint8_t* __restrict row = ex.walls + static_cast<int64_t>(y) * cols;
-    const uint64_t base = uint64_t{WALL} | (uint64_t(FIRST_COORD + y) << 32);
-    for (int x = 0; x < cols; ++x) {
-      store4(p, base | (uint64_t(FIRST_COORD + x) << 16));
-      p += 3 * row[x];
-    }
-  }
+inline uint16_t* write_response(uint16_t* __restrict p, const Example& ex, const Vocab& v, const uint32_t* xy, Arm arm) {
+  using detail::store4;
   *p++ = REASONING;
 
   if (arm == Arm::correct) {
@@ -153,6 +131,36 @@ inline uint16_t* write_sequence(uint16_t* __restrict out, const Example& ex, con
   p[0] = END;
   p[1] = EOS;
   return p + 2;
+}
+
+// Writes exactly sequence_length(n_walls, n_ops, n_plan, arm) tokens at out and returns the end.
+inline uint16_t* write_sequence(uint16_t* __restrict out, const Example& ex, const Vocab& v, const uint32_t* xy,
+                                Arm arm) {
+  using detail::store4;
+  uint16_t* p = out;
+  p[0] = BOS;
+  p[1] = QUERY;
+  p[2] = START;
+  p[3] = static_cast<uint16_t>(FIRST_COORD + ex.start[0]);
+  p[4] = static_cast<uint16_t>(FIRST_COORD + ex.start[1]);
+  p[5] = GOAL;
+  p[6] = static_cast<uint16_t>(FIRST_COORD + ex.goal[0]);
+  p[7] = static_cast<uint16_t>(FIRST_COORD + ex.goal[1]);
+  p += HEAD_TOKENS;
+
+  // Every cell stores its `wall X Y` and only a wall advances the pointer: no unpredictable branch. Stores
+  // past the last wall land on the at least four tokens that follow (reasoning solution end eos) and are
+  // overwritten by write_response.
+  const int rows = v.rows, cols = v.cols;
+  for (int y = 0; y < rows; ++y) {
+    const uint8_t* __restrict row = ex.walls + static_cast<int64_t>(y) * cols;
+    const uint64_t base = uint64_t{WALL} | (uint64_t(FIRST_COORD + y) << 32);
+    for (int x = 0; x < cols; ++x) {
+      store4(p, base | (uint64_t(FIRST_COORD + x) << 16));
+      p += 3 * row[x];
+    }
+  }
+  return write_response(p, ex, v, xy, arm);
 }
 
 // ---- Rendering token ids back to the paper's text ----
@@ -276,13 +284,12 @@ FaultReport batch_lengths(const Batch& b, Arm arm, int threads, int64_t* lengths
 FaultReport batch_tokenize(const Batch& b, Arm arm, uint16_t* out, int64_t out_size, const int64_t* out_offsets,
                            int threads);
 
-// Checks each example as batch_tokenize does and writes its sequence into a buffer of the worker thread that
-// handles it, then calls visit(i, tokens, length, prompt_length, worker) there: a consumer such as the verifier
-// reads each sequence while it is in cache, and the batch's tokens never exist all at once. Worker ids are below
+// Checks each example as batch_tokenize does and writes its response (write_response) into a buffer of the worker
+// thread that handles it, then calls visit(i, tokens, length, worker) there: a consumer such as the verifier reads
+// each response while it is in cache, and the batch's tokens never exist all at once. Worker ids are below
 // resolve_threads(threads, n). Returns the first faulty example (n if none); examples after it may be unvisited.
-using SequenceVisitor = std::function<void(int64_t i, const uint16_t* tokens, int64_t length, int64_t prompt_length,
-                                           int worker)>;
-FaultReport batch_visit(const Batch& b, Arm arm, int threads, const SequenceVisitor& visit);
+using ResponseVisitor = std::function<void(int64_t i, const uint16_t* tokens, int64_t length, int worker)>;
+FaultReport batch_visit_responses(const Batch& b, Arm arm, int threads, const ResponseVisitor& visit);
 
 // Rendering: text byte length of each sequence (returns the first sequence holding an id outside the
 // vocabulary, n if none), then the bytes at text_offsets.
