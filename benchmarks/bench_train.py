@@ -5,9 +5,10 @@ What is timed is the real path: a Wilson corpus is generated, exported as correc
 comes from the run's ``metrics.jsonl``; the figure is the median over the steps after ``--warmup-steps`` (the
 first steps pay for allocation, autotuning and compilation).
 
-MFU follows train.py: tokens/s × ``flops_per_token(config, mean example length)`` / the card's dense bf16 peak.
-``flops_per_token`` counts 6·(matmul parameters) per token plus PaLM's 12·layers·heads·head_dim·T for attention,
-with T the mean example length, not the row length: packed examples attend only within themselves.
+MFU follows train.py: ``train_flops`` of each step's real examples / step time / the card's dense bf16 peak, i.e.
+6·(matmul parameters) per example token plus PaLM's 12·layers·heads·head_dim·ℓ² for attention per example of ℓ
+tokens (packed examples attend only within themselves; padding counts nowhere). tokens/s counts every slot of the
+packed rows, padding included; the metrics' example_tokens_per_s counts the examples' tokens only.
 
     python benchmarks/bench_train.py                       # CPU: tiny preset, 30×30 mazes
     python benchmarks/bench_train.py --preset paper --seq-len 8192 --rows 4 --backends torch,triton
@@ -43,7 +44,8 @@ def run(tokens: Path, out: Path, *, preset: str, seq_len: int, rows: int, steps:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     timed = records[warmup_steps:] or records
     result = {"backend": backend, "steps": len(timed),
-              "tokens_per_s": statistics.median(r["tokens_per_s"] for r in timed)}
+              "tokens_per_s": statistics.median(r["tokens_per_s"] for r in timed),
+              "example_tokens_per_s": statistics.median(r["example_tokens_per_s"] for r in timed)}
     if all("mfu" in r for r in timed):
         result["mfu"] = statistics.median(r["mfu"] for r in timed)
     return result
@@ -76,19 +78,19 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tokens = make_tokens(tmp, args.count, args.size)
-        print(f"| preset | backend | seq_len × rows | steps timed | tokens/s | MFU |")
-        print(f"|---|---|---|---|---|---|")
+        print(f"| preset | backend | seq_len × rows | steps timed | tokens/s (padding included) | example tokens/s | MFU |")
+        print(f"|---|---|---|---|---|---|---|")
         for backend in args.backends.split(","):
             try:
                 r = run(tokens, tmp / f"run-{backend}", preset=args.preset, seq_len=args.seq_len, rows=args.rows,
                         steps=args.steps, backend=backend, device=args.device, warmup_steps=args.warmup_steps)
             except Exception as exc:  # one failing backend must not hide the others' figures
                 print(f"| {args.preset} | {backend} | {args.seq_len} × {args.rows} | - | failed: "
-                      f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]} | - |", flush=True)
+                      f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]} | - | - |", flush=True)
                 continue
             mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
             print(f"| {args.preset} | {backend} | {args.seq_len} × {args.rows} | {r['steps']} | "
-                  f"{r['tokens_per_s']:,.0f} | {mfu} |", flush=True)
+                  f"{r['tokens_per_s']:,.0f} | {r['example_tokens_per_s']:,.0f} | {mfu} |", flush=True)
     return 0
 
 

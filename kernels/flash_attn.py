@@ -41,6 +41,7 @@ suite of many small shapes wants.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import os
@@ -443,6 +444,36 @@ else:
     _fwd_kernel, _FWD_META = _tuned(_FWD_CONFIGS, _FP32_FWD_CONFIG, _attn_fwd), {}
     _dkdv_kernel, _DKDV_META = _tuned(_DKDV_CONFIGS, _FP32_DKDV_CONFIG, _attn_bwd_dkdv), {}
     _dq_kernel, _DQ_META = _tuned(_DQ_CONFIGS, _FP32_DQ_CONFIG, _attn_bwd_dq), {}
+
+
+def tile_configs() -> dict[str, list[tuple[int, int, int, int]]]:
+    """Every (BLOCK_M, BLOCK_N, warps, stages) the autotuner may pick, per kernel: the 16-bit lists, then the
+    fp32 config."""
+    return {"fwd": _FWD_CONFIGS + [_FP32_FWD_CONFIG], "dkdv": _DKDV_CONFIGS + [_FP32_DKDV_CONFIG],
+            "dq": _DQ_CONFIGS + [_FP32_DQ_CONFIG]}
+
+
+@contextlib.contextmanager
+def forced_tiles(fwd: tuple[int, int, int, int], dkdv: tuple[int, int, int, int], dq: tuple[int, int, int, int]):
+    """Runs the three kernels with these tiles instead of the autotuner's choice (or the interpreter's fixed small
+    tiles), so that tests exercise every config the autotuner may pick, not only the ones it happens to pick on
+    the test's shapes. Changes module state: not for concurrent use."""
+    global _fwd_kernel, _FWD_META, _dkdv_kernel, _DKDV_META, _dq_kernel, _DQ_META
+    saved = (_fwd_kernel, _FWD_META, _dkdv_kernel, _DKDV_META, _dq_kernel, _DQ_META)
+
+    def meta(config):
+        bm, bn, warps, stages = config
+        # The interpreter runs one program at a time; warps and stages mean nothing there.
+        return dict(BLOCK_M=bm, BLOCK_N=bn) if _INTERPRET else dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
+                                                                    num_stages=stages)
+
+    _fwd_kernel, _FWD_META = _attn_fwd, meta(fwd)
+    _dkdv_kernel, _DKDV_META = _attn_bwd_dkdv, meta(dkdv)
+    _dq_kernel, _DQ_META = _attn_bwd_dq, meta(dq)
+    try:
+        yield
+    finally:
+        _fwd_kernel, _FWD_META, _dkdv_kernel, _DKDV_META, _dq_kernel, _DQ_META = saved
 
 
 def _seq_bucket(max_seqlen: int) -> int:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -126,11 +127,18 @@ def flops_per_token(config: ModelConfig, seq_len: int) -> float:
     """
     if seq_len < 1:
         raise ValueError(f"seq_len={seq_len}: must be >= 1")
+    return train_flops(config, seq_len, seq_len * seq_len) / seq_len
+
+
+def train_flops(config: ModelConfig, n_tokens: int, sum_sq_lengths: int) -> float:
+    """Training FLOPs of a step over examples whose lengths ℓᵢ sum to ``n_tokens`` and whose squares sum to
+    ``sum_sq_lengths``: ``6·N·Σℓᵢ + 12·L·H·D·Σℓᵢ²`` (see :func:`flops_per_token`). Packed examples attend only
+    within themselves, so the attention term is per example, from the real lengths; padding counts nowhere."""
     d, hd = config.d_model, config.head_dim
     q_out, kv_out = config.n_head * hd, config.n_kv_head * hd
     per_layer = d * q_out + 2 * d * kv_out + q_out * d + 3 * d * config.d_ff
     n_matmul = config.n_layer * per_layer + config.vocab_size * d
-    return 6.0 * n_matmul + 12.0 * config.n_layer * config.n_head * hd * seq_len
+    return 6.0 * n_matmul * n_tokens + 12.0 * config.n_layer * config.n_head * hd * sum_sq_lengths
 
 
 # --------------------------------------------------------------------------------------------------
@@ -227,12 +235,21 @@ def _triton_import_error(decode: bool = False) -> Optional[str]:
     return None
 
 
-def default_attn_backend(device=None, *, decode: bool = False) -> str:
+def triton_head_dims() -> tuple[int, ...]:
+    """Head dims the Triton kernels take for both training and decoding (importing them imports Triton)."""
+    from reasonless.kernels.decode import HEAD_DIMS
+    from reasonless.kernels.flash_attn import SUPPORTED_HEAD_DIMS
+
+    return tuple(d for d in SUPPORTED_HEAD_DIMS if d in HEAD_DIMS)
+
+
+def default_attn_backend(device=None, *, decode: bool = False, head_dim: Optional[int] = None) -> str:
     """The attention backend for a model on ``device`` (default: CUDA when available, else CPU).
 
     "triton" on CUDA when ``reasonless.kernels`` provides the kernels (with ``decode``, the decode
-    kernels too), "torch" otherwise. The environment variable ``REASONLESS_ATTN`` (torch, triton or
-    auto) overrides the choice; forcing triton where it cannot run raises instead of falling back."""
+    kernels too) and takes the model's ``head_dim``, "torch" otherwise — with a one-line notice when only the head
+    dim stands in the way. The environment variable ``REASONLESS_ATTN`` (torch, triton or auto) overrides the
+    choice; forcing triton where it cannot run raises instead of falling back."""
     device = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     raw = os.environ.get(ATTN_ENV, "")
@@ -248,10 +265,17 @@ def default_attn_backend(device=None, *, decode: bool = False) -> str:
         error = _triton_import_error(decode)
         if error is not None:
             raise RuntimeError(f"{ATTN_ENV}=triton: the Triton kernels are not available ({error})")
+        if head_dim is not None and head_dim not in triton_head_dims():
+            raise RuntimeError(f"{ATTN_ENV}=triton: the Triton kernels take head dims {triton_head_dims()}, "
+                               f"not {head_dim}")
         return "triton"
-    if device.type == "cuda" and _triton_import_error(decode) is None:
-        return "triton"
-    return "torch"
+    if device.type != "cuda" or _triton_import_error(decode) is not None:
+        return "torch"
+    if head_dim is not None and head_dim not in triton_head_dims():
+        print(f"attention: head dim {head_dim} is not one the Triton kernels take {triton_head_dims()}; using the "
+              f"torch path", file=sys.stderr)
+        return "torch"
+    return "triton"
 
 
 def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, total_tokens: int) -> torch.Tensor:

@@ -426,7 +426,7 @@ def load_model(run_or_checkpoint, device=None, which: str = "best", dtype: torch
     model = Model(config)
     state = ckpt_io.load_checkpoint(ckpt, model)
     model = model.to(device=device, dtype=dtype).eval()
-    model.attn_backend = default_attn_backend(device, decode=True)
+    model.attn_backend = default_attn_backend(device, decode=True, head_dim=model.config.head_dim)
     trainer = state["trainer"]
     grid = (trainer.get("data") or {}).get("grid")
     meta = {"checkpoint": str(ckpt), "selected_by": how, "step": trainer.get("step"),

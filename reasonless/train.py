@@ -20,12 +20,13 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt_io
 from .data import IGNORE_INDEX, PackedLoader, check_token_dir
-from .model import PRESETS, Model, default_attn_backend, flops_per_token, num_params, preset as make_preset
+from .model import PRESETS, Model, default_attn_backend, num_params, preset as make_preset, train_flops
 from .progress import clock
 
 # Dense bf16 peak FLOP/s per GPU, for MFU (None elsewhere).
@@ -42,9 +43,19 @@ def lr_at(step: int, total: int, lr: float, warmup: int, min_lr_ratio: float) ->
     return low + 0.5 * (lr - low) * (1.0 + math.cos(math.pi * progress))
 
 
-def resolve_data_dir(data_dir, arm: str | None) -> Path:
-    """The token dir: ``data_dir`` itself, or its ``arms/<arm>/`` (a study) or ``<arm>/``."""
+def example_lengths(batch) -> np.ndarray:
+    """Lengths of the real examples packed in a batch (its padding segments left out), from its cu_seqlens."""
+    segments = np.diff(batch.cu_seqlens.cpu().numpy().astype(np.int64))
+    return segments[batch.segment_example >= 0]
+
+
+def resolve_data_dir(data_dir, arm: str | None, progress: bool = False) -> Path:
+    """The token dir: ``data_dir`` itself, or its ``arms/<arm>/`` (a study) or ``<arm>/``. Given a corpus, the arm's
+    token streams in ``CORPUS/arms/<arm>/``, exported there first if missing (arm seed 0; seconds per million
+    examples), saying so."""
     data_dir = Path(data_dir)
+    if (data_dir / "manifest.json").is_file() and not (data_dir / "meta.json").is_file():
+        return _corpus_arm(data_dir, arm or "correct", progress)
     if arm is None:
         return data_dir
     for cand in (data_dir / "arms" / arm, data_dir / arm):
@@ -56,6 +67,31 @@ def resolve_data_dir(data_dir, arm: str | None) -> Path:
             raise ValueError(f"{data_dir}: holds arm {meta_arm!r}, not {arm!r}")
         return data_dir
     raise ValueError(f"{data_dir}: no token dir for arm {arm!r} (looked for arms/{arm}/ and {arm}/)")
+
+
+def _corpus_arm(corpus_dir: Path, arm: str, progress: bool) -> Path:
+    from .corpus import Corpus
+    from .interchange import export_tokens
+
+    out = corpus_dir / "arms" / arm
+    if not (out / "meta.json").is_file():
+        started = time.perf_counter()
+        out.parent.mkdir(exist_ok=True)
+        meta = export_tokens(Corpus(corpus_dir), out, arm, progress=progress)
+        print(f"{corpus_dir} is a corpus: wrote arm {arm!r} (arm seed 0) to {out}: {meta['examples']:,} sequences, "
+              f"{meta['tokens']:,} tokens in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    return out
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """A run folder must not be a corpus, one of its shards or a token export: checkpoints written there would
+    mix with (and a later `generate` resume could delete) the data."""
+    for folder in (out_dir, *out_dir.parents[:2]):
+        for name, what in (("manifest.json", "a corpus"), ("shard.json", "a corpus shard"),
+                           ("meta.json", "a token export")):
+            if (folder / name).is_file():
+                where = "is" if folder == out_dir else f"is inside {folder}, which is"
+                raise ValueError(f"--out {out_dir} {where} {what}; give the run a folder of its own")
 
 
 def steps_for_examples(loader: PackedLoader, examples: int, grad_accum: int = 1) -> int:
@@ -180,8 +216,9 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
             raise ValueError(f"{name}={value}: must be at least 1")
     if warmup < 0 or not 0.0 <= min_lr_ratio <= 1.0 or not lr > 0 or grad_clip < 0 or weight_decay < 0:
         raise ValueError("need lr > 0, warmup ≥ 0, 0 ≤ min_lr_ratio ≤ 1, grad_clip ≥ 0, weight_decay ≥ 0")
-    data_dir = resolve_data_dir(data_dir, arm)
+    data_dir = resolve_data_dir(data_dir, arm, progress)
     out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
     _, _, _, meta = check_token_dir(data_dir, expect_grid=expect_grid)
     vocab_size = int(meta["vocab"]["size"])
     grid = [int(meta["rows"]), int(meta["cols"])]
@@ -217,7 +254,8 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
               f"16,600 -> ~150 tokens/s): stop the other job or pass --threads 1", file=sys.stderr)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
     if attn_backend == "auto":
-        attn_backend = default_attn_backend(dev)  # triton on CUDA when the kernels import; REASONLESS_ATTN overrides
+        # triton on CUDA when the kernels import and take the head dim; REASONLESS_ATTN overrides
+        attn_backend = default_attn_backend(dev, head_dim=config.head_dim)
 
     loader = PackedLoader(data_dir, seq_len, rows, batch_tokens=batch_tokens if rows is None else None,
                           seed=seed, rank=rank, world_size=world, split="train", val_fraction=val_fraction,
@@ -301,9 +339,11 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
             micro = [next(batches) for _ in range(grad_accum)]
             n_local = sum(b.n_loss_tokens for b in micro)
             ex_local = sum(int((b.segment_example >= 0).sum()) for b in micro)
-            tok_local = sum(int(loader.lengths[b.segment_example[b.segment_example >= 0]].sum()) for b in micro)
-            n_global, ex_global, tok_global = _all_reduce_sum([float(n_local), float(ex_local), float(tok_local)],
-                                                              world, dev)
+            lengths = [example_lengths(b) for b in micro]
+            tok_local = sum(int(x.sum()) for x in lengths)
+            sq_local = sum(int((x * x).sum()) for x in lengths)
+            n_global, ex_global, tok_global, sq_global = _all_reduce_sum(
+                [float(n_local), float(ex_local), float(tok_local), float(sq_local)], world, dev)
             seen["examples"] += int(ex_global)
             seen["tokens"] += int(tok_global)
             # DDP averages gradients over ranks; scaling by world makes the result the global token mean.
@@ -329,12 +369,13 @@ def train(data_dir, out_dir, *, arm: str | None = None, preset: str = "tiny", mo
             dt = time.perf_counter() - t0
             tok_s = tokens_per_step / dt
             done = step + 1
+            # tokens_per_s counts every slot of the packed rows, padding included; example_tokens_per_s only
+            # the examples' own tokens, which is also what MFU counts.
             record = {"step": done, "loss": loss, "lr": cur_lr, "grad_norm": float(grad_norm),
-                      "tokens_per_s": tok_s, "loss_tokens": int(n_global), "epoch": loader.epoch,
-                      "examples_seen": seen["examples"], "tokens_seen": seen["tokens"]}
+                      "tokens_per_s": tok_s, "example_tokens_per_s": tok_global / dt, "loss_tokens": int(n_global),
+                      "epoch": loader.epoch, "examples_seen": seen["examples"], "tokens_seen": seen["tokens"]}
             if peak is not None:
-                mean_len = sum(b.max_seqlen for b in micro) / len(micro)
-                record["mfu"] = tok_s * flops_per_token(config, max(1, int(mean_len))) / (peak * world)
+                record["mfu"] = train_flops(config, int(tok_global), int(sq_global)) / dt / (peak * world)
             eval_now = val_loader is not None and ((eval_every > 0 and done % eval_every == 0) or done == steps)
             if eval_now:
                 last_val = evaluate(model, val_loader, eval_batches, dev, autocast, world)

@@ -290,6 +290,27 @@ def test_cpu_tensors_without_interpreter_raise(monkeypatch):
 cuda_only = pytest.mark.skipif(not CUDA or fa._INTERPRET, reason="needs CUDA (compiled Triton kernels)")
 
 
+def _every_tile_config():
+    """(fwd, dkdv, dq) triples covering every config of tile_configs() at least once: 16-bit lists side by side,
+    then the fp32 configs together."""
+    tiles = fa.tile_configs()
+    sixteen = {name: configs[:-1] for name, configs in tiles.items()}
+    rounds = max(len(c) for c in sixteen.values())
+    triples = [tuple(sixteen[n][i % len(sixteen[n])] for n in ("fwd", "dkdv", "dq")) for i in range(rounds)]
+    return triples + [tuple(tiles[n][-1] for n in ("fwd", "dkdv", "dq"))]
+
+
+@pytest.mark.parametrize("index", range(len(_every_tile_config())))
+def test_every_autotune_config_matches_the_reference(poisoned, index):
+    # Lengths that no tile divides, one longer than the biggest tile (128), a 1-token example; GQA group 2.
+    fwd, dkdv, dq = _every_tile_config()[index]
+    dtype = F32 if index == len(_every_tile_config()) - 1 else F16
+    lengths = [1, 150, 37] if fa._INTERPRET else [1, 1500, 37, 700]
+    with fa.forced_tiles(fwd, dkdv, dq):
+        run_and_check(lengths, 4, 2, 32 if fa._INTERPRET else 64, dtype, True, seed=20 + index)
+    assert fa._FWD_META != dict(BLOCK_M=fwd[0], BLOCK_N=fwd[1])  # restored afterwards
+
+
 @cuda_only
 @pytest.mark.parametrize("d,hq,hkv,causal,lengths", [
     (64, 14, 2, True, [1, 300, 1777, 4096, 2500, 1000, 37]),        # the paper's heads, ~9.7k tokens

@@ -1,6 +1,7 @@
 """The Qwen2-style decoder: packing isolation, exact attention, causality, RoPE, presets, counts."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -312,6 +313,28 @@ def test_flops_per_token():
     assert f2 - f1 == 12 * config.n_layer * config.n_head * config.head_dim * 3072
     with pytest.raises(ValueError):
         flops_per_token(config, 0)
+
+
+def test_train_flops_count_attention_per_packed_example_not_per_row():
+    from reasonless.data import PackedBatch
+    from reasonless.model import train_flops
+    from reasonless.train import example_lengths
+
+    config = preset("tiny", VOCAB)
+    # One row of 16 slots: examples of 5 and 7 tokens, then 4 slots of padding (its own segment, example -1).
+    batch = PackedBatch(tokens=torch.zeros(1, 16, dtype=torch.long), targets=torch.zeros(1, 16, dtype=torch.long),
+                        positions=torch.zeros(1, 16, dtype=torch.long),
+                        cu_seqlens=torch.tensor([0, 5, 12, 16], dtype=torch.int32), max_seqlen=7,
+                        segment_example=np.array([3, 8, -1]), n_loss_tokens=10, epoch=0, step=0)
+    lengths = example_lengths(batch)
+    assert lengths.tolist() == [5, 7]
+    d, hd, layers, heads = config.d_model, config.head_dim, config.n_layer, config.n_head
+    matmul = layers * (d * heads * hd + 2 * d * config.n_kv_head * hd + heads * hd * d + 3 * d * config.d_ff) \
+        + VOCAB * d
+    by_hand = 6 * matmul * 12 + 12 * layers * heads * hd * (25 + 49)
+    assert train_flops(config, int(lengths.sum()), int((lengths ** 2).sum())) == by_hand
+    # the padding (4 slots) and the longest segment (7) stand nowhere in it
+    assert by_hand != 6 * matmul * 16 + 12 * layers * heads * hd * 7 * 16
 
 
 def test_presets_are_tiny_small_paper():

@@ -13,6 +13,7 @@ from reasonless.model import (
     decode_attention,
     decode_attention_prefix_shared,
     default_attn_backend,
+    triton_head_dims,
     preset,
 )
 from reasonless.sample import Generation, Sampling, _Sampler, generate, generate_groups, load_model, row_key
@@ -383,12 +384,19 @@ def test_attn_backend_selection(monkeypatch):
         default_attn_backend("cpu")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_attn_backend_auto_on_cuda(monkeypatch):
+def test_attn_backend_auto_for_cuda_follows_the_kernels_head_dims(monkeypatch, capsys):
+    # The dispatch logic only: no CUDA needed to decide, only the kernels' import (Triton is in the install).
     monkeypatch.delenv("REASONLESS_ATTN", raising=False)
-    assert default_attn_backend("cuda") in ("torch", "triton")
+    assert triton_head_dims() == (32, 64, 128)
+    for decode in (False, True):
+        assert default_attn_backend("cuda", decode=decode, head_dim=64) == "triton"
+        assert default_attn_backend("cuda", decode=decode) == "triton"
+        assert capsys.readouterr().err == ""
+        assert default_attn_backend("cuda", decode=decode, head_dim=16) == "torch"
+        assert "head dim 16 is not one the Triton kernels take (32, 64, 128); using the torch path" in \
+            capsys.readouterr().err
     monkeypatch.setenv("REASONLESS_ATTN", "torch")
-    assert default_attn_backend("cuda") == "torch"
+    assert default_attn_backend("cuda", head_dim=64) == "torch"
 
 
 def test_load_model_from_a_run(tmp_path):

@@ -147,7 +147,9 @@ def test_metrics_checkpoints_keep_last_and_best(tokens64, tmp_path):
     lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert [ln["step"] for ln in lines] == list(range(1, 9))
     for ln in lines:
-        assert {"loss", "lr", "grad_norm", "tokens_per_s", "loss_tokens"} <= set(ln)
+        assert {"loss", "lr", "grad_norm", "tokens_per_s", "example_tokens_per_s", "loss_tokens"} <= set(ln)
+        # padding counts in tokens_per_s only
+        assert ln["example_tokens_per_s"] <= ln["tokens_per_s"]
         assert math.isfinite(ln["loss"]) and ln["loss_tokens"] > 0
     assert [ln["step"] for ln in lines if "val_loss" in ln] == [2, 4, 6, 8]
     assert res["losses"] == [ln["loss"] for ln in lines]
@@ -184,7 +186,7 @@ def test_resume_equals_uninterrupted(tokens64, tmp_path, monkeypatch):
     assert set(wa) == set(wb) and all(torch.equal(wa[k], wb[k]) for k in wa)
     la = (tmp_path / "a/metrics.jsonl").read_text().splitlines()
     lb = (tmp_path / "b/metrics.jsonl").read_text().splitlines()
-    strip = lambda ln: {k: v for k, v in json.loads(ln).items() if k != "tokens_per_s"}  # noqa: E731
+    strip = lambda ln: {k: v for k, v in json.loads(ln).items() if not k.endswith("_per_s")}  # noqa: E731
     assert [strip(x) for x in la] == [strip(x) for x in lb]
 
 
