@@ -106,9 +106,11 @@ def slug(name: str) -> str:
 
 
 def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mode: str | None = None,
-                 plots: bool = True) -> dict:
-    """Writes ``out/report.md`` (and PNG plots when matplotlib imports and `plots`). Returns ``{"report": path,
-    "plots": [paths], "plot_note": reason plots are missing or None, "metrics": {label: {suite: metrics}}}``."""
+                 plots: bool = True, gallery: int = 6) -> dict:
+    """Writes ``out/report.md`` (and PNG plots when matplotlib imports and `plots`) and ``out/index.html`` (the same
+    tables and plots, and a gallery of up to `gallery` rendered failures per kind, suite and evaluation; see
+    :mod:`reasonless.html_report`). Returns ``{"report": path, "index": path, "plots": [paths], "plot_note": reason
+    plots are missing or None, "metrics": {label: {suite: metrics}}}``."""
     if not paths:
         raise ValueError("no eval file given")
     evals = [read_eval(p) for p in paths]
@@ -218,8 +220,12 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
     report = out / "report.md"
     with atomic_file(report, "w") as f:
         f.write("\n".join(L).rstrip("\n") + "\n")
-    return {"report": report, "plots": [p for s in suites for p in plot_files.get(s, [])], "plot_note": note,
-            "metrics": metrics, "mode": mode}
+    from .html_report import gallery as failure_gallery, write_index
+
+    index = write_index(out, "\n".join(L), failure_gallery(evals, suites, mode, out, gallery, traceless)
+                        if gallery > 0 else "")
+    return {"report": report, "index": index, "plots": [p for s in suites for p in plot_files.get(s, [])],
+            "plot_note": note, "metrics": metrics, "mode": mode}
 
 
 def _plots(evals, suites, metrics, binned, edges, mode, out: Path) -> dict[str, list[Path]]:

@@ -1,8 +1,9 @@
 """A study's results (DESIGN §9): tables across seeds, learning curves, a paragraph, ``results.json``.
 
 Reads what `reasonless study run` wrote (``OUT/evals``, the checkpoints' examples and tokens seen, the stage wall
-times) and writes ``OUT/report/``: ``report.md``, ``results.json``, one learning-curve PNG per suite and, in
-``final/``, the per-suite details of :mod:`reasonless.report` for the last evaluation point.
+times) and writes ``OUT/report/``: ``report.md`` (and the same as ``index.html``), ``results.json``, one
+learning-curve PNG per suite and, in ``final/``, the per-suite details of :mod:`reasonless.report` for the last
+evaluation point (with its gallery of rendered failures).
 
 Intervals. A single run's rate has a 95 % Wilson interval over its evaluated problems. With several seeds, a cell
 shows the mean over seeds with a 95 % Student-t interval across seeds (mean ± t₀.₉₇₅,ₖ₋₁ · sd/√k; the spread of
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from .atomic import atomic_file
 from .evaluate import summary_path
+from .html_report import write_index
 from .metrics import format_rate, rate
 from .progress import clock
 from .report import build_report, md_table, slug
@@ -373,6 +375,7 @@ def write_study_report(out: str | os.PathLike, plots: bool = True) -> dict:
         L += [f"_{note}._", ""]
     with atomic_file(dest / "report.md", "w") as f:
         f.write("\n".join(L).rstrip("\n") + "\n")
+    write_index(dest, "\n".join(L))  # the gallery of failures is in final/index.html
     results = {"study": {k: v for k, v in spec.items() if k != "source"}, "arms": arms, "suites": suites,
                "final": final, "after_grpo": results_grpo, "curves": curve, "points": points, "paragraph": text,
                "stages": data["stages"], "details": str(details["report"].relative_to(dest)) if details else None}

@@ -358,6 +358,20 @@ def _verify_group(batch: list, mode: str, threads: int) -> Verdicts:
                   mode=mode, threads=threads)
 
 
+def jsonl_objects(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
+    """(line number, parsed JSON) of each non-blank line of a JSONL file; a line that is not JSON raises ValueError
+    naming it."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({err})") from None
+            yield lineno, obj
+
+
 def verify_jsonl(path: str | os.PathLike, mode: str = "strict", rows: int = 30, cols: int = 30,
                  per_example: str | os.PathLike | None = None, threads: int = 0) -> Verdicts:
     """Verifies every non-blank line of a JSONL file, in order. A line is ``{"text": "query … reasoning … end"}``
@@ -394,23 +408,16 @@ def verify_jsonl(path: str | os.PathLike, mode: str = "strict", rows: int = 30, 
     try:
         batch: list = []
         numbers: list[int] = []
-        with open(path, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({err})") from None
-                try:
-                    batch.append(_read_example(obj, rows, cols))
-                except ValueError as err:
-                    raise ValueError(f"{path}:{lineno}: {err}") from None
-                numbers.append(lineno)
-                if len(batch) == JSONL_BATCH:
-                    flush(batch, numbers)
-                    line_numbers.extend(numbers)
-                    batch, numbers = [], []
+        for lineno, obj in jsonl_objects(path):
+            try:
+                batch.append(_read_example(obj, rows, cols))
+            except ValueError as err:
+                raise ValueError(f"{path}:{lineno}: {err}") from None
+            numbers.append(lineno)
+            if len(batch) == JSONL_BATCH:
+                flush(batch, numbers)
+                line_numbers.extend(numbers)
+                batch, numbers = [], []
         flush(batch, numbers)
         line_numbers.extend(numbers)
         if sink is not None:
