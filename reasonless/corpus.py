@@ -21,6 +21,7 @@ A shard holds the instances [first, first + n) of the corpus; instance i is a pu
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -329,6 +330,13 @@ class Corpus:
                 yield b
             first += shard.count
             shard.release()
+
+    def shard_corpus(self, k: int) -> "Corpus":
+        """Shard `k` alone as a corpus (its examples numbered from 0): work split by shard, e.g. Ray tasks."""
+        part = copy.copy(self)
+        part.shards = [Shard(part, self.shards[k].entry)]
+        part._starts = np.array([0, part.shards[0].count])
+        return part
 
     def column(self, name: str) -> np.ndarray:
         """One per-example array over the whole corpus: start, goal, maze_hash or stats."""

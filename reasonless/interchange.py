@@ -22,7 +22,7 @@ import numpy as np
 from .atomic import atomic_dir, atomic_file
 from .corpus import DEFAULT_SHARD_SIZE, TIE_BREAKS, Corpus, solve, write_manifest, write_shard
 from .progress import Progress
-from .arms import arm_batches, check_arm, token_layout
+from .arms import arm_batch, arm_batches, check_arm, token_layout
 from .vocab import check_grid_size, parse_sequence, vocab_for
 
 EXPORT_BATCH = 20_000
@@ -36,25 +36,47 @@ def _npy_header(length: int) -> bytes:
     return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode("ascii")
 
 
-def _arm_token_batches(corpus: Corpus, arm: str, seed: int, threads: int, size: int = EXPORT_BATCH):
+def shard_arm_batches(corpus: Corpus, arm: str, seed: int, size: int, threads: int, shard: int | None = None):
+    """:func:`reasonless.arms.arm_batches` over the corpus, or over its shard `shard` only (with corpus-wide
+    ``first``, so the arm's randomness and partners are those of the whole corpus)."""
+    if shard is None:
+        yield from arm_batches(corpus, arm, seed, size, threads)
+        return
+    first = span(corpus, shard)[0]
+    for batch in corpus.shard_corpus(shard).batches(size):
+        batch.first += first
+        yield arm_batch(corpus, batch, arm, seed, threads)
+
+
+def span(corpus: Corpus, shard: int | None) -> tuple[int, int]:
+    """(first example, count) of shard `shard`, or of the whole corpus when None."""
+    if shard is None:
+        return 0, len(corpus)
+    return int(corpus._starts[shard]), corpus.shards[shard].count
+
+
+def _arm_token_batches(corpus: Corpus, arm: str, seed: int, threads: int, size: int = EXPORT_BATCH,
+                       shard: int | None = None):
     """(batch, lengths, prompt lengths) of each batch of the corpus under `arm`, ready for tokenize_into."""
     from . import _core
 
-    for batch in arm_batches(corpus, arm, seed, size, threads):
+    for batch in shard_arm_batches(corpus, arm, seed, size, threads, shard):
         lengths, prompts = _core.token_lengths(batch.walls, batch.rows, batch.cols, batch.ops_offsets,
                                                batch.plan_offsets, token_layout(arm), threads)
         yield batch, lengths, prompts
 
 
 def export_jsonl(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", seed: int = 0, threads: int = 0,
-                 progress: bool = False) -> int:
-    """Writes the paper-format JSONL of every example under `arm`; returns the number of lines."""
+                 progress: bool = False, shard: int | None = None) -> int:
+    """Writes the paper-format JSONL of every example (or of shard `shard` only) under `arm`; returns the number
+    of lines."""
     from . import _core
 
     check_arm(arm)
-    bar = Progress(len(corpus), enabled=progress)
+    n = span(corpus, shard)[1]
+    bar = Progress(n, enabled=progress)
     with atomic_file(Path(out), "wb") as f:
-        for batch in arm_batches(corpus, arm, seed, EXPORT_BATCH, threads):
+        for batch in shard_arm_batches(corpus, arm, seed, EXPORT_BATCH, threads, shard):
             tokens, offsets, _ = batch.tokens(token_layout(arm), threads)
             blob, text_offsets = _core.render_text(tokens, offsets, corpus.rows, corpus.cols, threads)
             blob = bytes(blob)
@@ -63,17 +85,17 @@ def export_jsonl(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", s
                              for a, b in zip(text_offsets[:-1].tolist(), text_offsets[1:].tolist())))
             bar.update(len(batch))
     bar.close()
-    return len(corpus)
+    return n
 
 
 def export_tokens(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", seed: int = 0, threads: int = 0,
-                  progress: bool = False) -> dict:
-    """Writes the token streams of an arm in one pass; memory stays bounded by two batches whatever the corpus
-    size (plus 12 bytes per example for the offsets and prompt lengths)."""
+                  progress: bool = False, shard: int | None = None) -> dict:
+    """Writes the token streams of an arm (of shard `shard` only, if given) in one pass; memory stays bounded by
+    two batches whatever the corpus size (plus 12 bytes per example for the offsets and prompt lengths)."""
     from . import _core
 
     check_arm(arm)
-    n = len(corpus)
+    base, n = span(corpus, shard)
     offsets = np.zeros(n + 1, dtype=np.int64)
     prompts = np.empty(n, dtype=np.int32)
     bar = Progress(n, enabled=progress)
@@ -85,11 +107,13 @@ def export_tokens(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", 
             buffers = [np.empty(0, dtype=np.uint16), np.empty(0, dtype=np.uint16)]
             with ThreadPoolExecutor(max_workers=1) as writer:
                 writing = None
-                for k, (b, lengths, batch_prompts) in enumerate(_arm_token_batches(corpus, arm, seed, threads)):
+                batches = _arm_token_batches(corpus, arm, seed, threads, shard=shard)
+                for k, (b, lengths, batch_prompts) in enumerate(batches):
                     spans = np.zeros(len(b) + 1, dtype=np.int64)
                     np.cumsum(lengths, out=spans[1:])
-                    offsets[b.first + 1:b.first + len(b) + 1] = offsets[b.first] + spans[1:]
-                    prompts[b.first:b.first + len(b)] = batch_prompts
+                    i = b.first - base
+                    offsets[i + 1:i + len(b) + 1] = offsets[i] + spans[1:]
+                    prompts[i:i + len(b)] = batch_prompts
                     if len(buffers[k % 2]) < spans[-1]:
                         buffers[k % 2] = np.empty(int(spans[-1] * 1.25), dtype=np.uint16)
                     buffer = buffers[k % 2]
@@ -156,9 +180,31 @@ class ImportReport:
                 "plan_length_equal": self.plan_length_equal, "tie_break": self.tie_break}
 
 
-def _read_problem(line: bytes, lineno: int, default_rows: int, default_cols: int):
+def _records(path: Path):
+    """(line or row number, raw JSON line or parsed Parquet row) of a JSONL or Parquet file, and their count."""
+    from . import parquet
+
+    if parquet.is_parquet(path):
+        return parquet.read_problems(path), parquet.count_rows(path)
+
+    def lines():
+        with open(path, "rb") as f:
+            yield from enumerate(f, 1)
+    with open(path, "rb") as f:
+        return lines(), sum(1 for _ in f)
+
+
+def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_problem(line: bytes | dict, lineno: int, default_rows: int, default_cols: int):
     try:
-        obj = json.loads(line)
+        obj = line if isinstance(line, dict) else json.loads(line)
     except UnicodeDecodeError as err:
         raise ValueError(f"not UTF-8 text (byte 0x{line[err.start]:02x} at column {err.start + 1})") from None
     except ValueError as err:
@@ -183,7 +229,8 @@ def import_jsonl(path: str | os.PathLike, out: str | os.PathLike, rows: int = 30
                  tie_break: str = "fifo", skip_invalid: bool = False, threads: int = 0,
                  shard_size: int = DEFAULT_SHARD_SIZE, progress: bool = False,
                  command: str | None = None) -> ImportReport:
-    """Imports a paper-format JSONL file as a corpus (our A* traces) and compares the stored traces with ours.
+    """Imports a paper-format JSONL file, or a Parquet file in the layout of :mod:`reasonless.parquet` (its
+    ``text``, ``rows`` and ``cols`` columns), as a corpus (our A* traces) and compares the stored traces with ours.
 
     A malformed line, a start or goal on a wall, or a maze without a path raises ValueError naming the line, unless
     `skip_invalid`, which skips and reports such lines. Blank lines are ignored. Nothing is left at `out` on error.
@@ -196,12 +243,12 @@ def import_jsonl(path: str | os.PathLike, out: str | os.PathLike, rows: int = 30
         raise ValueError(f"unknown tie-break {tie_break!r}; choose one of {', '.join(TIE_BREAKS)}")
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: exists and is not empty; import writes a new corpus")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = _sha256(path)
     report = ImportReport(str(path), tie_break=tie_break)
     grid = None
     pending: list[tuple] = []
     entries: list[dict] = []
-    n_lines = sum(1 for _ in open(path, "rb"))
+    records, n_lines = _records(path)
     bar = Progress(n_lines, unit="lines", enabled=progress)
 
     def fail(lineno: int, reason: str) -> None:
@@ -237,31 +284,30 @@ def import_jsonl(path: str | os.PathLike, out: str | os.PathLike, rows: int = 30
 
     key: dict = {}
     with atomic_dir(out) as tmp:
-        with open(path, "rb") as f:
-            for lineno, line in enumerate(f, 1):
-                report.lines += 1
-                bar.update(1)
-                if not line.strip():
-                    continue
-                try:
-                    r, c, *problem = _read_problem(line, lineno, rows, cols)
-                except ValueError as err:
-                    fail(lineno, str(err))
-                    continue
-                if grid is None:
-                    grid = (r, c)
-                    key.update({"kind": "imported", "generator": "imported", "params": {"source": path.name,
-                                "source_sha256": digest}, "rows": r, "cols": c, "seed": 0, "tie_break": tie_break,
-                                "shard_size": shard_size})
-                elif (r, c) != grid:
-                    fail(lineno, f"grid {r}x{c} differs from the first line's {grid[0]}x{grid[1]}; a corpus has "
-                                 f"one grid size")
-                    continue
-                pending.append((lineno, r, c, *problem))
-                if len(pending) == shard_size:
-                    flush(tmp)
-            if pending:
+        for lineno, line in records:
+            report.lines += 1
+            bar.update(1)
+            if not isinstance(line, dict) and not line.strip():
+                continue
+            try:
+                r, c, *problem = _read_problem(line, lineno, rows, cols)
+            except ValueError as err:
+                fail(lineno, str(err))
+                continue
+            if grid is None:
+                grid = (r, c)
+                key.update({"kind": "imported", "generator": "imported", "params": {"source": path.name,
+                            "source_sha256": digest}, "rows": r, "cols": c, "seed": 0, "tie_break": tie_break,
+                            "shard_size": shard_size})
+            elif (r, c) != grid:
+                fail(lineno, f"grid {r}x{c} differs from the first line's {grid[0]}x{grid[1]}; a corpus has "
+                             f"one grid size")
+                continue
+            pending.append((lineno, r, c, *problem))
+            if len(pending) == shard_size:
                 flush(tmp)
+        if pending:
+            flush(tmp)
         bar.close()
         if report.imported == 0:
             raise ValueError(f"{path}: no importable lines ({report.lines} read, {len(report.skipped)} skipped)")
