@@ -46,6 +46,8 @@ def describe(corpus: Corpus, arm: str = "correct", seed: int = 0, threads: int =
                 valid[mode] += int(verdicts["trace_valid"].sum())
         out["arm_seed"] = seed
         out["trace_valid_pct"] = {mode: 100.0 * k / len(corpus) for mode, k in valid.items()}
+    if "paper" in corpus.manifest:  # a --rng paper corpus: the JS tool's defects it carries
+        out["paper_defects"] = corpus.manifest["paper"]["defects"]
     lengths = sequence_lengths(stats, token_layout(arm))
     for name in QUANTITIES:
         v = lengths[name]
@@ -63,4 +65,8 @@ def format_table(summary: dict) -> str:
     if "trace_valid_pct" in summary:
         lines.append("trace valid for its problem: " + ", ".join(
             f"{mode} {pct:.2f}%" for mode, pct in summary["trace_valid_pct"].items()))
+    if "paper_defects" in summary:
+        from .paper_mazes import warning_line
+
+        lines.append(warning_line({"paper": {"defects": summary["paper_defects"]}}))
     return "\n".join(lines)
