@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
+
+from reasonless.bench import run_process
 
 COUNT = int(os.environ.get("REASONLESS_BENCH_COUNT", "200000"))
 TARGETS = {"wilson": 50_000, "kruskal": 100_000, "dfs": 100_000, "drunkards_walk": 100_000, "searchformer": 20_000,
@@ -23,13 +23,8 @@ EXPORT_TARGET = 200_000
 
 
 def run_measured(argv: list[str]) -> int:
-    """Runs `python -m reasonless ARGV`; returns the child's peak resident memory in bytes."""
-    proc = subprocess.Popen([sys.executable, "-m", "reasonless", *argv])
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(f"reasonless {' '.join(argv)} failed with {proc.returncode}")
-    return usage.ru_maxrss * 1024
+    """Runs `python -m reasonless ARGV` (as `reasonless bench` does); returns the child's peak resident bytes."""
+    return run_process(argv)[1]
 
 
 def report(benchmark, what: str, n: int, target, rss: int) -> None:

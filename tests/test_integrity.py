@@ -188,3 +188,47 @@ def test_a_full_disk_names_the_output_and_keeps_the_old_version(tmp_path, monkey
 def test_per_example_into_a_missing_folder_names_it(corpus_dir, tmp_path, capsys):
     assert main(["verify", str(corpus_dir), "--per-example", str(tmp_path / "no" / "v.jsonl")]) == 2
     assert f"the folder {tmp_path / 'no'} does not exist" in capsys.readouterr().err
+
+
+def test_train_refuses_an_out_folder_inside_data_and_builds_a_corpus_arm(corpus_dir, tmp_path, capsys):
+    corpus = tmp_path / "c"
+    shutil.copytree(corpus_dir, corpus)
+    before = sorted(p.name for p in (corpus / "shard-00001").iterdir())
+    args = ["train", "--data", str(corpus), "--preset", "tiny", "--steps", "2", "--seq-len", "512", "--quiet"]
+    assert main(args + ["--out", str(corpus / "shard-00001" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"is inside {corpus / 'shard-00001'}, which is a corpus shard" in err
+    assert sorted(p.name for p in (corpus / "shard-00001").iterdir()) == before
+    # --data CORPUS: the arm's token streams are exported into the corpus once, then trained on
+    assert main(args + ["--arm", "none", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert f"wrote arm 'none' (arm seed 0) to {corpus / 'arms' / 'none'}: 300 sequences" in err
+    assert json.loads((corpus / "arms" / "none" / "meta.json").read_text())["arm"] == "none"
+    assert (tmp_path / "run" / "metrics.jsonl").is_file()
+
+
+@pytest.mark.parametrize("argv", [["verify", "X", "--threads", "-3"], ["export", "X", "--format", "jsonl", "--out",
+                                                                       "y.jsonl", "--threads", "two"]])
+def test_thread_counts_must_be_whole_and_not_negative(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and "--threads" in capsys.readouterr().err
+
+
+def test_export_into_a_missing_folder_creates_nothing(corpus_dir, tmp_path, capsys):
+    out = tmp_path / "nonexistent" / "x.jsonl"
+    assert main(["export", str(corpus_dir), "--format", "jsonl", "--out", str(out), "--quiet"]) == 2
+    assert f"the folder {out.parent} does not exist" in capsys.readouterr().err
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("n", [0, 7, (1 << 23) * 4 - 1, (1 << 23) * 5 + 12_345])
+def test_parallel_crc32_equals_zlib(n):
+    import zlib
+
+    from reasonless.atomic import crc32_combine, crc32_parallel
+
+    data = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
+    assert crc32_parallel(data, threads=3) == zlib.crc32(data)
+    a, b = data[: n // 3], data[n // 3:]
+    assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(data)
