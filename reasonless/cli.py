@@ -34,7 +34,13 @@ generators (parameters with defaults):
 Every instance is a pure function of (generator, parameters, grid, seed, instance index): the output is the same
 whatever --threads and however the range is split with --shard. Re-running an interrupted command resumes at the
 first missing shard. To spread one corpus over machines, run part K of N on each (--shard K/N, K from 0, same
---out or separate ones) and then `reasonless merge`.
+--out or separate ones) and then `reasonless merge`; on a Ray cluster, --engine ray runs one task per shard
+(the same bytes) into an --out that every node sees, and writes the manifest itself.
+
+--rng paper --split train|test --seed S: the examples of the paper's JavaScript tool (cli.js -g G -s astar
+--mode train|test --seed S) byte for byte, defects included (counted in the manifest; see docs/design.md,
+"Paper-exact datasets"). Its one LCG stream makes maze generation sequential; the train and test streams of
+the tool overlap. Parameters: drunkards_walk coverage, cellular_automata fill/survive/birth/iterations.
 """
 
 TRAIN_EPILOG = """\
@@ -77,6 +83,17 @@ use:
 """
 
 
+def _threads(text: str) -> int:
+    """--threads: a count of threads, 0 for the default (every core, or the file's setting)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} threads: use a positive count, or 0 for the default")
+    return n
+
+
 def _params(pairs: list[str]) -> dict:
     params = {}
     for pair in pairs:
@@ -91,13 +108,31 @@ def cmd_generate(args) -> None:
     from .corpus import generate
 
     t0 = time.perf_counter()
+    if args.split is not None and args.rng != "paper":
+        raise ValueError("--split is only for --rng paper (the JS tool's --mode train|test); our own generators "
+                         "make splits with `reasonless dataset build`")
+    if args.rng == "paper" and args.split is None:
+        raise ValueError("--rng paper needs --split train or --split test (the JS tool's --mode)")
+    engine = None
+    if args.engine == "ray" and args.rng == "paper":
+        raise ValueError("--engine ray needs shards that are independent; the paper's stream (--rng paper) is one "
+                         "sequence that every task would replay from the start: generate it in one process")
+    if args.engine == "ray":
+        from .engine_ray import shard_engine
+
+        engine = shard_engine(args.address, args.tasks, threads=args.threads or 1, max_retries=args.max_retries,
+                              progress=not args.quiet)
     corpus = generate(args.out, args.generator, args.count, rows=args.rows, cols=args.cols, seed=args.seed,
                       params=_params(args.param), tie_break=args.tie_break, threads=args.threads,
-                      shard=args.shard, shard_size=args.shard_size, progress=not args.quiet, command=args.command_line)
+                      shard=args.shard, shard_size=args.shard_size, progress=not args.quiet, command=args.command_line,
+                      engine=engine, rng=args.rng, split=args.split)
     if corpus is not None:
         dt = time.perf_counter() - t0
         print(f"{args.out}: {len(corpus):,} examples ({args.generator} {args.rows}x{args.cols}, seed {args.seed}) "
               f"in {dt:.1f}s")
+        if args.rng == "paper":
+            from .paper_mazes import warning_line
+            print(warning_line(corpus.manifest), file=sys.stderr)
 
 
 def cmd_merge(args) -> None:
@@ -108,13 +143,32 @@ def cmd_merge(args) -> None:
 
 
 def cmd_export(args) -> None:
+    from pathlib import Path
+
     from .corpus import Corpus
     from .interchange import export_jsonl, export_tokens
 
+    parent = Path(args.out).parent
+    if not parent.is_dir():  # a typo in --out must not leave a new folder tree behind
+        raise FileNotFoundError(f"--out {args.out}: the folder {parent} does not exist; create it first")
     corpus = Corpus(args.corpus)
+    if args.engine == "ray":
+        from . import engine_ray
+
+        meta = engine_ray.export(corpus, args.out, args.format, args.arm, args.arm_seed, args.threads or 1,
+                                 split=args.split, address=args.address, tasks=args.tasks,
+                                 max_retries=args.max_retries, progress=not args.quiet)
+        print(f"{args.out}: {meta['examples']:,} examples ({args.format}, {args.arm} arm, one Ray task per shard)")
+        return
     if args.format == "jsonl":
         n = export_jsonl(corpus, args.out, args.arm, args.arm_seed, args.threads, progress=not args.quiet)
         print(f"{args.out}: {n:,} lines ({args.arm} arm)")
+    elif args.format == "parquet":
+        from .parquet import export_parquet
+
+        meta = export_parquet(corpus, args.out, args.arm, args.arm_seed, args.threads, split=args.split,
+                              progress=not args.quiet)
+        print(f"{args.out}: {meta['examples']:,} rows in row groups of {meta['row_group']:,} ({args.arm} arm)")
     else:
         meta = export_tokens(corpus, args.out, args.arm, args.arm_seed, args.threads, progress=not args.quiet)
         print(f"{args.out}: {meta['examples']:,} sequences, {meta['tokens']:,} tokens ({args.arm} arm)")
@@ -143,7 +197,16 @@ def cmd_verify(args) -> int:
     from . import verifier
 
     source = Path(args.input)
-    if source.is_dir():
+    if args.engine == "ray" and not source.is_dir():
+        raise ValueError(f"{source}: --engine ray verifies a corpus directory (one task per shard), not a file")
+    if source.is_dir() and args.engine == "ray":
+        from .corpus import Corpus
+        from .engine_ray import verify_corpus
+
+        verdicts = verify_corpus(Corpus(source), mode=args.mode, threads=args.threads or 1,
+                                 per_example=args.per_example, address=args.address, tasks=args.tasks,
+                                 max_retries=args.max_retries)
+    elif source.is_dir():
         from .corpus import Corpus
 
         verdicts = verifier.verify_corpus(Corpus(source), mode=args.mode, threads=args.threads,
@@ -228,10 +291,16 @@ def cmd_eval(args) -> None:
     from .sample import Sampling
 
     sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    engine = {}
+    if args.engine == "ray":
+        from . import engine_ray
+
+        evaluate = engine_ray.evaluate  # one Ray task per suite
+        engine = dict(address=args.address, tasks=args.tasks, max_retries=args.max_retries)
     summary = evaluate(args.run, args.suites, args.out, suites=args.suite, checkpoint=args.checkpoint,
                        device=None if args.device == "auto" else args.device, command=args.command_line, n=args.n,
                        mode=args.mode, sampling=sampling, budget=args.budget, batch_size=args.batch_size,
-                       progress=not args.quiet)
+                       progress=not args.quiet, **engine)
     print(format_summary(summary))
     print(f"{args.out}: {sum(s['n'] for s in summary['suites'].values()):,} examples; summary "
           f"{summary_path(args.out)}")
@@ -240,10 +309,40 @@ def cmd_eval(args) -> None:
 def cmd_report(args) -> None:
     from .report import build_report
 
-    result = build_report(args.evals, args.out, mode=args.mode, plots=not args.no_plots)
+    result = build_report(args.evals, args.out, mode=args.mode, plots=not args.no_plots, gallery=args.gallery)
     if result["plot_note"] and not args.no_plots:
         print(f"reasonless report: {result['plot_note']}", file=sys.stderr)
-    print(f"{result['report']}" + (f" and {len(result['plots'])} plots" if result["plots"] else ""))
+    print(f"{result['report']}" + (f" and {len(result['plots'])} plots" if result["plots"] else "")
+          + f"; {result['index']}")
+
+
+def cmd_bench(args) -> None:
+    from pathlib import Path
+
+    from .atomic import atomic_file
+    from .bench import format_table, run
+
+    if args.json not in (None, "-") and not Path(args.json).parent.is_dir():
+        raise FileNotFoundError(f"--json {args.json}: the folder {Path(args.json).parent} does not exist")
+    result = run(quick=args.quick, progress=not args.quiet)
+    if args.json == "-":
+        print(json.dumps(result, indent=1))
+        return
+    print(format_table(result))
+    if args.json is not None:
+        with atomic_file(Path(args.json), "w") as f:
+            json.dump(result, f, indent=1)
+            f.write("\n")
+        print(f"{args.json}: the figures as JSON")
+
+
+def cmd_render(args) -> None:
+    from .render import load_scene, write
+
+    scene = load_scene(args.src, args.index, compare=args.compare, mode=args.mode, suite=args.suite,
+                       rows=args.rows, cols=args.cols)
+    out = args.out or f"render-{args.src.rstrip('/').split('/')[-1]}-{args.index}.svg"
+    print(write(scene, out))
 
 
 def cmd_export_hf(args) -> None:
@@ -278,6 +377,18 @@ def cmd_grpo(args) -> None:
     print(summary + f"; checkpoint {result['checkpoint']}")
 
 
+def _engine_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help=f"local: this process (default); ray: {what} on a Ray cluster (pip install "
+                        f"'reasonless[ray]'); outputs go to a path every node sees (a shared filesystem)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join, e.g. auto or HOST:6379 (default: start a local Ray instance)")
+    p.add_argument("--tasks", type=int, default=None,
+                   help="Ray tasks in flight at most (default: twice the cluster's CPUs)")
+    p.add_argument("--max-retries", type=int, default=3,
+                   help="Ray retries of a task whose worker died or that raised OSError (default 3)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog="reasonless", description=DESCRIPTION, formatter_class=fmt)
@@ -296,11 +407,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generator parameter, repeatable (e.g. --param coverage=0.6)")
     g.add_argument("--tie-break", default="fifo", choices=TIE_BREAKS,
                    help="A* order among equal f (default fifo, which reproduces the paper's datasets)")
-    g.add_argument("--threads", type=int, default=0, help="worker threads (default: all cores)")
+    g.add_argument("--threads", type=_threads, default=0,
+                   help="worker threads (default: all cores; with --engine ray: per task, default 1)")
     g.add_argument("--shard", metavar="K/N", help="make only part K of N of the shards (K from 0)")
     g.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
                    help=f"examples per shard directory (default {DEFAULT_SHARD_SIZE})")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--rng", choices=["counter", "paper"], default="counter",
+                   help="counter: our generators (default); paper: the JS tool's LCG stream and generators, byte for "
+                        "byte (see below)")
+    g.add_argument("--split", choices=["train", "test"], help="with --rng paper: the tool's --mode")
+    _engine_arguments(g, "one Ray task per shard")
     g.set_defaults(func=cmd_generate)
 
     m = sub.add_parser("merge", help="merge the parts of a sharded run into one corpus",
@@ -313,28 +430,35 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write a corpus as paper-format JSONL or as training token streams",
                        description="jsonl: one {\"text\": …} line per example, the paper's format. tokens: a "
                                    "directory with tokens.npy (uint16), offsets.npy (int64), prompt_lengths.npy "
-                                   "(int32) and meta.json; each sequence is <|bos|> text <|eos|>.")
+                                   "(int32) and meta.json; each sequence is <|bos|> text <|eos|>. parquet: one "
+                                   "row per example for RL trainers (verl, TRL): prompt (verl's chat list), "
+                                   "prompt_text, response, text, reward_model, extra_info, data_source, ability, "
+                                   "rows, cols, generator, seed, index, maze_hash (needs pyarrow: "
+                                   "pip install 'reasonless[parquet]').")
     e.add_argument("corpus", help="corpus directory")
-    e.add_argument("--format", required=True, choices=["jsonl", "tokens"])
-    e.add_argument("--out", required=True, help="output file (jsonl) or directory (tokens)")
+    e.add_argument("--format", required=True, choices=["jsonl", "tokens", "parquet"])
+    e.add_argument("--out", required=True, help="output file (jsonl, parquet) or directory (tokens)")
+    e.add_argument("--split", default="train", help="parquet: the extra_info split name (default train)")
     e.add_argument("--arm", default="correct", choices=ARMS, metavar="ARM", help=ARM_HELP)
     e.add_argument("--arm-seed", type=int, default=0, help="seed of the arm's randomness (default 0)")
-    e.add_argument("--threads", type=int, default=0)
+    e.add_argument("--threads", type=_threads, default=0)
     e.add_argument("--quiet", action="store_true")
+    _engine_arguments(e, "one Ray task per shard (parquet: --out becomes a directory of part files)")
     e.set_defaults(func=cmd_export)
 
-    i = sub.add_parser("import", help="import paper-format JSONL, re-solve with our A*, compare traces",
+    i = sub.add_parser("import", help="import paper-format JSONL or Parquet, re-solve with our A*, compare traces",
                        description="Read paper-format JSONL (as written by the public JavaScript and Rust "
-                                   "generators), store the problems as a corpus with our A* traces, and report how "
+                                   "generators) or Parquet (the layout `export --format parquet` writes: its "
+                                   "text, rows and cols columns), store the problems as a corpus with our A* traces, and report how "
                                    "many stored traces equal ours. A line's rows/cols fields win over the flags.")
-    i.add_argument("file", help="JSONL file")
+    i.add_argument("file", help="JSONL or Parquet file")
     i.add_argument("--out", required=True, help="new corpus directory")
     i.add_argument("--rows", type=int, default=30, help="grid rows when a line has no rows field (default 30)")
     i.add_argument("--cols", type=int, default=30, help="grid columns when a line has no cols field (default 30)")
     i.add_argument("--tie-break", default="fifo", choices=TIE_BREAKS)
     i.add_argument("--skip-invalid", action="store_true",
                    help="skip malformed or unsolvable lines (reported) instead of stopping at the first")
-    i.add_argument("--threads", type=int, default=0)
+    i.add_argument("--threads", type=_threads, default=0)
     i.add_argument("--quiet", action="store_true")
     i.set_defaults(func=cmd_import)
 
@@ -365,10 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--per-example", metavar="FILE",
                    help="also write one JSON object per example, in input order (plan_valid, plan_optimal, "
                         "trace_valid, first_error, first_error_at, …)")
-    v.add_argument("--threads", type=int, default=0)
+    v.add_argument("--threads", type=_threads, default=0)
     v.add_argument("--fail-on-invalid", action="store_true",
                    help="exit 1 when some example's plan or trace is invalid (always so for a corpus, whose own A* "
                         "traces must all pass; for JSONL input the default exit status is 0)")
+    _engine_arguments(v, "one Ray task per shard of a corpus")
     v.set_defaults(func=cmd_verify)
 
     d = sub.add_parser("dataset", help="build the datasets of a study (train corpus, test suites, arms)",
@@ -381,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "and removal). Re-running resumes.")
     b.add_argument("study", help="study TOML file, e.g. studies/tiny.toml")
     b.add_argument("--out", required=True, help="study directory")
-    b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--threads", type=_threads, default=0)
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_dataset_build)
     st = sub.add_parser("study", help="run a whole study: datasets, training per arm and seed, evaluation, report",
@@ -397,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
                           epilog=STUDY_EPILOG, formatter_class=fmt)
     sr.add_argument("study", help="study TOML file with a [run] section, e.g. studies/tiny.toml")
     sr.add_argument("--out", required=True, help="study run directory")
-    sr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the file's [run] threads)")
+    sr.add_argument("--threads", type=_threads, default=None, help="torch CPU threads (default: the file's [run] threads)")
     sr.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     sr.add_argument("--stop-after", default=None, metavar="STAGE",
                     help="stop after this stage, e.g. 'train correct seed 0' (see `study status` for names)")
@@ -440,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (default 0: off)")
     t.add_argument("--save-minutes", type=float, default=5.0,
                    help="checkpoint every M minutes of wall time, so a kill loses at most that (default 5; 0: off)")
-    t.add_argument("--threads", type=int, default=0,
+    t.add_argument("--threads", type=_threads, default=0,
                    help="torch CPU threads (default: torch's choice, one per core); warns when other processes "
                         "share the cores")
     t.add_argument("--keep-last", type=int, default=2, help="checkpoints kept besides the best (default 2)")
@@ -487,21 +612,65 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     ev.add_argument("--out", required=True, help="per-example JSONL to write (summary: OUT.summary.json)")
     ev.add_argument("--quiet", action="store_true", help="no progress output")
+    _engine_arguments(ev, "one Ray task per suite (num_gpus=1 when the cluster has GPUs)")
     ev.set_defaults(func=cmd_eval)
 
-    rp = sub.add_parser("report", help="compare evaluations: Markdown tables and PNG plots",
+    rp = sub.add_parser("report", help="compare evaluations: Markdown tables, PNG plots, an HTML page",
                         description="Read eval JSONL files (written by `reasonless eval`, with their .summary.json) "
                                     "and write DIR/report.md: plan valid, trace valid and trace valid among valid "
                                     "plans per arm and suite with 95 % Wilson intervals, per-suite details and "
                                     "trace validity by reference-length bin; plus PNG plots (generated vs "
                                     "reference trace length with the correlation; validity by length) when "
-                                    "matplotlib is installed.")
+                                    "matplotlib is installed; and DIR/index.html, the same tables and plots with "
+                                    "a gallery of rendered failures, one folder that opens from disk.")
     rp.add_argument("evals", nargs="+", metavar="EVAL.jsonl", help="eval files, one per arm/run")
     rp.add_argument("--out", required=True, help="output directory")
     rp.add_argument("--mode", default=None, choices=["paper", "strict"],
                     help="verifier mode of the tables (default: the first eval's primary mode)")
-    rp.add_argument("--no-plots", action="store_true", help="Markdown only")
+    rp.add_argument("--no-plots", action="store_true", help="no PNG plots")
+    rp.add_argument("--gallery", type=int, default=6, metavar="N",
+                    help="index.html shows the first N invalid plans and N valid plans with invalid traces per "
+                         "suite and evaluation, rendered (default 6; 0: no gallery)")
     rp.set_defaults(func=cmd_report)
+
+    bn = sub.add_parser("bench", help="this machine's throughput at every stage, in one table",
+                        description="Measures generation per generator, token export (to disk and to memory), arms, "
+                                    "verification (the verifier on token streams and `verify CORPUS`), training "
+                                    "tokens/s (and MFU on CUDA), sampling new tokens/s and, on CUDA, the Triton "
+                                    "attention and decode kernels against scaled_dot_product_attention. Commands a "
+                                    "user runs are timed as whole processes; every figure is the median of several "
+                                    "runs, listed beside it. Default: 200,000 Wilson 30x30 examples, every "
+                                    "generator, a few minutes on 2 cores; --quick: about a minute.")
+    bn.add_argument("--quick", action="store_true", help="20,000 examples, Wilson only, 2 runs each (~1 min)")
+    bn.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                    help="also write the figures and the machine as JSON to FILE (alone: print JSON instead of the "
+                         "table), for tracking over time")
+    bn.add_argument("--quiet", action="store_true", help="no progress lines")
+    bn.set_defaults(func=cmd_bench)
+
+    rd = sub.add_parser("render", help="draw a maze with its A* trace, or a model's response beside it (SVG/PNG)",
+                        description="Draw example I of SRC: walls, start (S), goal (G), each closed cell coloured by "
+                                    "its close order, cells created but never closed outlined, the plan as a path. "
+                                    "A response (an arm's trace, a prediction, a model's answer) is judged by the "
+                                    "verifier, replayed up to its first error, which is marked and named; invalid "
+                                    "operations are outlined dashed; the A* reference is drawn beside it at the "
+                                    "same scale. SRC: a corpus directory (--compare EVAL.jsonl adds the model's "
+                                    "response to that example), an arm's token directory, a paper-format or "
+                                    "predictions JSONL, or an eval JSONL (its suite corpus is found through the "
+                                    ".summary.json). Same input, same bytes.")
+    rd.add_argument("src", help="corpus directory, token directory, or JSONL file")
+    rd.add_argument("--index", type=int, required=True,
+                    help="example index (corpus, token dir) or record number from 0 (JSONL; with --suite: the "
+                         "corpus index of an eval record of that suite)")
+    rd.add_argument("--out", default=None, help="F.svg or F.png (PNG needs matplotlib; default render-SRC-I.svg)")
+    rd.add_argument("--compare", default=None, metavar="EVAL.jsonl",
+                    help="with a corpus SRC: draw the evaluated model's response to example I beside its A* trace")
+    rd.add_argument("--suite", default=None, help="the eval suite to pick the record from (eval JSONL, --compare)")
+    rd.add_argument("--mode", default=None, choices=["paper", "strict"],
+                    help="verifier mode that names the first error (default: the eval's primary mode, else strict)")
+    rd.add_argument("--rows", type=int, default=30, help="grid rows for JSONL lines without a rows field")
+    rd.add_argument("--cols", type=int, default=30, help="grid columns for JSONL lines without a cols field")
+    rd.set_defaults(func=cmd_render)
 
     x = sub.add_parser("export-hf", help="export a trained run as a Hugging Face Qwen2 model (transformers, vLLM)",
                        description="Write a directory that transformers (AutoModelForCausalLM, AutoTokenizer) and "
@@ -583,7 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-suites", default=None,
                    help="suites to evaluate on (default: the --data study's test/ suites)")
     g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--threads", type=_threads, default=0, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     g.add_argument("--quiet", action="store_true", help="no progress lines")
     g.set_defaults(func=cmd_grpo)
