@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -69,9 +70,19 @@ class Batch:
     ops_offsets: np.ndarray  # int64 (n+1,)
     plan: np.ndarray  # uint16 (p,)
     plan_offsets: np.ndarray  # int64 (n+1,)
+    source: str | None = None  # the shard directory the batch was read from, for error messages
 
     def __len__(self) -> int:
         return len(self.start)
+
+    def locate(self, err: ValueError) -> ValueError:
+        """The C++ loops' "example i: …" (i counted within the batch) as the corpus index and the shard it lives in,
+        so that a message names what a user can find: ``shard-00001: example 12,505 (corpus index): …``."""
+        match = re.match(r"example (\d+): (.*)", str(err), re.S)
+        if match is None:
+            return err
+        where = f"{self.source}: " if self.source else ""
+        return ValueError(f"{where}example {self.first + int(match[1]):,} (corpus index): {match[2]}")
 
     def stats(self, packed_walls: np.ndarray | None = None) -> np.ndarray:
         """int32 (n, 3): walls, operations and plan cells of each example."""
@@ -91,19 +102,22 @@ class Batch:
         return Batch(self.rows, self.cols, self.first, self.walls[rows], self.start[rows], self.goal[rows],
                      self.maze_hash[rows],
                      np.concatenate(ops_parts) if ops_parts else self.ops[:0], ops_offsets,
-                     np.concatenate(plan_parts) if plan_parts else self.plan[:0], plan_offsets)
+                     np.concatenate(plan_parts) if plan_parts else self.plan[:0], plan_offsets, self.source)
 
     def tokens(self, arm: str = "correct", threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Training token streams: (uint16 tokens, int64 offsets, int32 prompt lengths)."""
         from . import _core
 
-        lengths, prompt = _core.token_lengths(self.walls, self.rows, self.cols, self.ops_offsets, self.plan_offsets,
-                                              arm, threads)
-        offsets = np.zeros(len(self) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        out = np.empty(int(offsets[-1]), dtype=np.uint16)
-        _core.tokenize_into(self.walls, self.rows, self.cols, self.start, self.goal, self.ops, self.ops_offsets,
-                            self.plan, self.plan_offsets, out, offsets, arm, threads)
+        try:
+            lengths, prompt = _core.token_lengths(self.walls, self.rows, self.cols, self.ops_offsets,
+                                                  self.plan_offsets, arm, threads)
+            offsets = np.zeros(len(self) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            out = np.empty(int(offsets[-1]), dtype=np.uint16)
+            _core.tokenize_into(self.walls, self.rows, self.cols, self.start, self.goal, self.ops, self.ops_offsets,
+                                self.plan, self.plan_offsets, out, offsets, arm, threads)
+        except ValueError as err:
+            raise self.locate(err) from None
         return out, offsets, prompt
 
     def texts(self, arm: str = "correct", threads: int = 0) -> list[str]:
@@ -185,12 +199,13 @@ class Shard:
         if not copy:
             return Batch(rows, cols, self.first + lo, unpack_walls(self.walls[lo:hi], rows * cols), self.start[lo:hi],
                          self.goal[lo:hi], self.maze_hash[lo:hi], self.ops, self.ops_offsets[lo:hi + 1], self.plan,
-                         self.plan_offsets[lo:hi + 1])
+                         self.plan_offsets[lo:hi + 1], str(self.path))
         oo = np.array(self.ops_offsets[lo:hi + 1], dtype=np.int64)
         po = np.array(self.plan_offsets[lo:hi + 1], dtype=np.int64)
         return Batch(rows, cols, self.first + lo, unpack_walls(np.asarray(self.walls[lo:hi]), rows * cols),
                      np.array(self.start[lo:hi]), np.array(self.goal[lo:hi]), np.array(self.maze_hash[lo:hi]),
-                     np.array(self.ops[oo[0]:oo[-1]]), oo - oo[0], np.array(self.plan[po[0]:po[-1]]), po - po[0])
+                     np.array(self.ops[oo[0]:oo[-1]]), oo - oo[0], np.array(self.plan[po[0]:po[-1]]), po - po[0],
+                     str(self.path))
 
 
 def write_shard(directory: Path, index: int, batch: Batch, key: dict) -> dict:

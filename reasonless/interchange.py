@@ -61,8 +61,11 @@ def _arm_token_batches(corpus: Corpus, arm: str, seed: int, threads: int, size: 
     from . import _core
 
     for batch in shard_arm_batches(corpus, arm, seed, size, threads, shard):
-        lengths, prompts = _core.token_lengths(batch.walls, batch.rows, batch.cols, batch.ops_offsets,
-                                               batch.plan_offsets, token_layout(arm), threads)
+        try:
+            lengths, prompts = _core.token_lengths(batch.walls, batch.rows, batch.cols, batch.ops_offsets,
+                                                   batch.plan_offsets, token_layout(arm), threads)
+        except ValueError as err:
+            raise batch.locate(err) from None
         yield batch, lengths, prompts
 
 
@@ -117,8 +120,11 @@ def export_tokens(corpus: Corpus, out: str | os.PathLike, arm: str = "correct", 
                     if len(buffers[k % 2]) < spans[-1]:
                         buffers[k % 2] = np.empty(int(spans[-1] * 1.25), dtype=np.uint16)
                     buffer = buffers[k % 2]
-                    _core.tokenize_into(b.walls, b.rows, b.cols, b.start, b.goal, b.ops, b.ops_offsets, b.plan,
-                                        b.plan_offsets, buffer, spans, token_layout(arm), threads)
+                    try:
+                        _core.tokenize_into(b.walls, b.rows, b.cols, b.start, b.goal, b.ops, b.ops_offsets,
+                                            b.plan, b.plan_offsets, buffer, spans, token_layout(arm), threads)
+                    except ValueError as err:
+                        raise b.locate(err) from None
                     if writing is not None:
                         writing.result()
                     writing = writer.submit(f.write, buffer[:spans[-1]].data)

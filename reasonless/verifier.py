@@ -456,8 +456,12 @@ def verify_corpus(corpus, mode: str = "strict", threads: int = 0,
         for batch in corpus.batches(batch_size, copy=False):
             # Tokenized example by example inside the verifier's threads: the corpus's tokens are never all in
             # memory, and each sequence is verified while it is in cache.
-            out = _core.verify_examples(batch.walls, corpus.rows, corpus.cols, batch.start, batch.goal, batch.ops,
-                                        batch.ops_offsets, batch.plan, batch.plan_offsets, mode, threads)
+            try:
+                out = _core.verify_examples(batch.walls, corpus.rows, corpus.cols, batch.start, batch.goal,
+                                            batch.ops, batch.ops_offsets, batch.plan, batch.plan_offsets, mode,
+                                            threads)
+            except ValueError as err:
+                raise batch.locate(err) from None
             part = Verdicts(mode=mode, **{f: out[f] for f in _FIELDS})
             result.assign(slice(batch.first, batch.first + len(batch)), part)
             if sink is not None:

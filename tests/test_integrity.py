@@ -232,3 +232,24 @@ def test_parallel_crc32_equals_zlib(n):
     assert crc32_parallel(data, threads=3) == zlib.crc32(data)
     a, b = data[: n // 3], data[n // 3:]
     assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(data)
+
+
+def test_content_errors_name_the_shard_and_the_corpus_index(corpus_dir, tmp_path, capsys):
+    # A cost outside the vocabulary in a file whose checksum is right (a buggy writer, not a damaged disk): the
+    # C++ loops find it; the message must give the shard and the corpus index, not the index within the batch.
+    from reasonless.atomic import save_npy
+
+    bad = tmp_path / "c"
+    shutil.copytree(corpus_dir, bad)
+    shard = bad / "shard-00002"
+    ops, offsets = np.load(shard / "ops.npy"), np.load(shard / "ops_offsets.npy")
+    ops[offsets[5] + 1, 1] = 64  # example 205 of the corpus, its second op: g = 64 on an 8x8 grid
+    old_crc = json.loads((shard / "shard.json").read_text())["crc32"]["ops.npy"]
+    crc = save_npy(shard / "ops.npy", ops)
+    for path in (shard / "shard.json", bad / "manifest.json"):
+        path.write_text(path.read_text().replace(old_crc, crc))
+    for argv in (["verify", str(bad)], ["export", str(bad), "--format", "tokens", "--out", str(tmp_path / "t"),
+                                        "--quiet"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{shard}: example 205 (corpus index): op 1 " in err and "costs must be below rows*cols = 64" in err
