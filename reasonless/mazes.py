@@ -71,8 +71,10 @@ layout (then 1000 layouts without success raise ValueError: the parameters make 
 ``layout_hash`` hashes only the wall layout and the grid shape (not start or goal), to deduplicate
 layouts and keep test sets disjoint from training sets.
 
-Implementation notes (none of them changes what is generated): one ``prange`` kernel runs all
-generators over chunks of 64 instances, each chunk allocating its scratch once; uniform integers
+Implementation notes (none of them changes what is generated): Python threads hand out chunks of 64
+instances to a nogil Numba function, each chunk allocating its scratch once; the generator is a literal
+there, so each generator is its own specialization and a first run compiles only the one it uses (about
+5 s rather than the half-minute one ``prange`` kernel holding all six took); uniform integers
 use Lemire's unbiased multiply-shift (kruskal and dfs take two 32-bit draws from each 64-bit
 output); the perfect-maze generators work on a room lattice padded by a sentinel ring (no bounds
 checks), copy per-offset templates built once per chunk, and draw start and goal from the room and
@@ -84,11 +86,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import literally, njit, prange, types
+from numba.extending import overload
 
 from .vocab import check_grid_size
 
@@ -99,6 +103,7 @@ _GEN_ID = {name: i for i, name in enumerate(GENERATORS)}
 PAIR_TRIES = 100
 LAYOUT_CAP = 1000
 _CHUNK = 64  # instances per parallel work item; each item allocates its scratch once
+_CHUNKS_PER_CALL = 8  # chunks per call from a Python thread: calls cost microseconds, chunks ~1 ms
 
 # ----------------------------------------------------------------------------------------------
 # Parameters
@@ -938,12 +943,55 @@ def _gen_cellular(s, rows, cols, fp, grid, xs, ys, bits, new, free, comp, buf, f
 # ----------------------------------------------------------------------------------------------
 # Parallel driver
 # ----------------------------------------------------------------------------------------------
-@njit(cache=True, parallel=True)
-def _kernel(gen, rows, cols, seed, start_index, count, fp, walls, start, goal, status, fills, record):
+def _make_maze(gen, s, rows, cols, fp, grid, tabs, rflags, rw1, rw2, rw3, w1, w2, moves, sel, steps, DX, DY, xs, ys,
+               r1, r2, r3, r4, pid, pxs, pys, lab, pq, pg, closed, cur, nxt, fill, record):
+    """One maze of generator `gen` into `grid`: (start cell, goal cell, status). Typed by the overload below."""
+    raise NotImplementedError("only callable from jitted code")
+
+
+@overload(_make_maze)
+def _make_maze_for(gen, s, rows, cols, fp, grid, tabs, rflags, rw1, rw2, rw3, w1, w2, moves, sel, steps, DX, DY, xs,
+                   ys, r1, r2, r3, r4, pid, pxs, pys, lab, pq, pg, closed, cur, nxt, fill, record):
+    # `gen` is a literal (the kernel asks for it with `literally`): each generator gets its own specialization of
+    # the kernel, and a first run compiles only the generator it uses, not all six (seconds, not half a minute).
+    if not isinstance(gen, types.IntegerLiteral):
+        return None
+    g = gen.literal_value
+    if g == 0:
+        def impl(gen, s, rows, cols, fp, grid, tabs, rflags, rw1, rw2, rw3, w1, w2, moves, sel, steps, DX, DY, xs,
+                 ys, r1, r2, r3, r4, pid, pxs, pys, lab, pq, pg, closed, cur, nxt, fill, record):
+            return _gen_wilson(s, rows, cols, grid, tabs, rflags, rw1, w1, moves)
+    elif g == 1:
+        def impl(gen, s, rows, cols, fp, grid, tabs, rflags, rw1, rw2, rw3, w1, w2, moves, sel, steps, DX, DY, xs,
+                 ys, r1, r2, r3, r4, pid, pxs, pys, lab, pq, pg, closed, cur, nxt, fill, record):
+            return _gen_kruskal(s, rows, cols, grid, tabs, rw1, w2, rw2, rw3, w1)
+    elif g == 2:
+        def impl(gen, s, rows, cols, fp, grid, tabs, rflags, rw1, rw2, rw3, w1, w2, moves, sel, steps, DX, DY, xs,
+                 ys, r1, r2, r3, r4, pid, pxs, pys, lab, pq, pg, closed, cur, nxt, fill, record):
+            return _gen_dfs(s, rows, cols, grid, tabs, rflags, rw1, w1, sel, moves, steps)
+    elif g == 3:
+        def impl(gen, s, rows, cols, fp, grid, tabs, rflags, rw1, rw2, rw3, w1, w2, moves, sel, steps, DX, DY, xs,
+                 ys, r1, r2, r3, r4, pid, pxs, pys, lab, pq, pg, closed, cur, nxt, fill, record):
+            return _gen_drunkard(s, rows, cols, fp, grid, DX, DY, w1)
+    elif g == 4:
+        def impl(gen, s, rows, cols, fp, grid, tabs, rflags, rw1, rw2, rw3, w1, w2, moves, sel, steps, DX, DY, xs,
+                 ys, r1, r2, r3, r4, pid, pxs, pys, lab, pq, pg, closed, cur, nxt, fill, record):
+            return _gen_searchformer(s, rows, cols, fp, grid, pid, pxs, pys, w1, lab, pq, pg, closed, cur, nxt)
+    else:
+        def impl(gen, s, rows, cols, fp, grid, tabs, rflags, rw1, rw2, rw3, w1, w2, moves, sel, steps, DX, DY, xs,
+                 ys, r1, r2, r3, r4, pid, pxs, pys, lab, pq, pg, closed, cur, nxt, fill, record):
+            return _gen_cellular(s, rows, cols, fp, grid, xs, ys, r1, r2, r3, r4, w1, fill, record)
+    return impl
+
+
+@njit(cache=True, nogil=True)
+def _chunks(gen, c0, c1, rows, cols, seed, start_index, count, fp, walls, start, goal, status, fills, record, failed):
+    """Chunks c0 .. c1-1 (of _CHUNK instances each) of generator `gen`; threads run disjoint chunk ranges. A plain
+    nogil function driven by Python threads rather than a prange kernel: Numba compiles it in a fraction of the
+    time, which is what a first run waits for."""
+    literally(gen)
     n = rows * cols
-    nchunks = (count + _CHUNK - 1) // _CHUNK
-    failed = np.zeros(1, dtype=np.int64)
-    for c in prange(nchunks):
+    for c in range(c0, c1):
         s = np.empty(4, dtype=np.uint64)
         xs = np.empty(n, dtype=np.int64)
         ys = np.empty(n, dtype=np.int64)
@@ -1012,20 +1060,10 @@ def _kernel(gen, rows, cols, seed, start_index, count, fp, walls, start, goal, s
                 continue
             _seed_instance(s, seed, gen, start_index + i)
             grid = walls[i]
-            if gen == 0:
-                a, b, st = _gen_wilson(s, rows, cols, grid, tabs, rflags, rw1, w1, moves)
-            elif gen == 1:
-                a, b, st = _gen_kruskal(s, rows, cols, grid, tabs, rw1, w2, rw2, rw3, w1)
-            elif gen == 2:
-                a, b, st = _gen_dfs(s, rows, cols, grid, tabs, rflags, rw1, w1, sel, moves, steps)
-            elif gen == 3:
-                a, b, st = _gen_drunkard(s, rows, cols, fp, grid, DX, DY, w1)
-            elif gen == 4:
-                a, b, st = _gen_searchformer(s, rows, cols, fp, grid, pid, pxs, pys, w1, lab, pq, pg, closed,
-                                             cur, nxt)
-            else:
-                a, b, st = _gen_cellular(s, rows, cols, fp, grid, xs, ys, r1, r2, r3, r4, w1,
-                                         fills[i if record else 0], record)
+            fill = fills[i if record else 0]
+            a, b, st = _make_maze(gen, s, rows, cols, fp, grid, tabs, rflags, rw1, rw2, rw3, w1, w2, moves, sel,
+                                  steps, DX, DY, xs, ys, r1, r2, r3, r4, pid, pxs, pys, lab, pq, pg, closed, cur,
+                                  nxt, fill, record)
             status[i] = st
             if st != 0:
                 failed[0] = 1
@@ -1033,6 +1071,45 @@ def _kernel(gen, rows, cols, seed, start_index, count, fp, walls, start, goal, s
             start[i, 1] = ys[a]
             goal[i, 0] = xs[b]
             goal[i, 1] = ys[b]
+
+
+# One entry point per generator, each calling _chunks with its generator as a constant (hence a literal there):
+# calling _chunks from Python with `gen` would re-resolve the literal specialization on every call (milliseconds).
+@njit(cache=True, nogil=True)
+def _chunks_wilson(c0, c1, rows, cols, seed, start_index, count, fp, walls, start, goal, status, fills, record, failed):
+    _chunks(0, c0, c1, rows, cols, seed, start_index, count, fp, walls, start, goal, status, fills, record, failed)
+
+
+@njit(cache=True, nogil=True)
+def _chunks_kruskal(c0, c1, rows, cols, seed, start_index, count, fp, walls, start, goal, status, fills, record, failed):
+    _chunks(1, c0, c1, rows, cols, seed, start_index, count, fp, walls, start, goal, status, fills, record, failed)
+
+
+@njit(cache=True, nogil=True)
+def _chunks_dfs(c0, c1, rows, cols, seed, start_index, count, fp, walls, start, goal, status, fills, record, failed):
+    _chunks(2, c0, c1, rows, cols, seed, start_index, count, fp, walls, start, goal, status, fills, record, failed)
+
+
+@njit(cache=True, nogil=True)
+def _chunks_drunkard(c0, c1, rows, cols, seed, start_index, count, fp, walls, start, goal, status, fills, record,
+                     failed):
+    _chunks(3, c0, c1, rows, cols, seed, start_index, count, fp, walls, start, goal, status, fills, record, failed)
+
+
+@njit(cache=True, nogil=True)
+def _chunks_searchformer(c0, c1, rows, cols, seed, start_index, count, fp, walls, start, goal, status, fills, record,
+                         failed):
+    _chunks(4, c0, c1, rows, cols, seed, start_index, count, fp, walls, start, goal, status, fills, record, failed)
+
+
+@njit(cache=True, nogil=True)
+def _chunks_cellular(c0, c1, rows, cols, seed, start_index, count, fp, walls, start, goal, status, fills, record,
+                     failed):
+    _chunks(5, c0, c1, rows, cols, seed, start_index, count, fp, walls, start, goal, status, fills, record, failed)
+
+
+_CHUNK_RUNNERS = (_chunks_wilson, _chunks_kruskal, _chunks_dfs, _chunks_drunkard, _chunks_searchformer,
+                  _chunks_cellular)
 
 
 def _thread_count(threads: int | None) -> int:
@@ -1063,13 +1140,21 @@ def _generate(name: str, rows: int, cols: int, seed: int, start_index: int, coun
     status = np.zeros(count, dtype=np.int8)
     record = bool(record_fill) and name == "cellular_automata"
     fills = np.zeros((count if record else 1, n), dtype=np.uint8)
-    previous = numba.get_num_threads()
-    numba.set_num_threads(_thread_count(threads))
-    try:
-        _kernel(_GEN_ID[name], rows, cols, np.uint64(seed), np.int64(start_index), count, fp,
-                walls, start, goal, status, fills, record)
-    finally:
-        numba.set_num_threads(previous)
+    runner, nchunks = _CHUNK_RUNNERS[_GEN_ID[name]], -(-count // _CHUNK)
+    failed = np.zeros(1, dtype=np.int64)
+
+    def work(c0: int) -> None:
+        runner(c0, min(nchunks, c0 + _CHUNKS_PER_CALL), rows, cols, np.uint64(seed), np.int64(start_index), count,
+               fp, walls, start, goal, status, fills, record, failed)
+
+    firsts = range(0, nchunks, _CHUNKS_PER_CALL)
+    workers = min(_thread_count(threads), len(firsts))
+    if workers <= 1:
+        for c0 in firsts:
+            work(c0)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(work, firsts))
     if status.any():
         bad = int(np.flatnonzero(status == 1)[0]) if (status == 1).any() else int(np.flatnonzero(status)[0])
         what = (f"no start/goal pair with a plan of >= {p.get('min_plan')} cells" if name == "searchformer"
