@@ -1,4 +1,4 @@
-// A* on 4-connected unit-cost grids with the Manhattan heuristic, emitting the trace of DESIGN §3.
+// A* on 4-connected unit-cost grids with the Manhattan heuristic, emitting the trace of docs/design.md §3.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -13,7 +13,7 @@ namespace reasonless {
 constexpr int kMaxCells = 64 * 64;
 constexpr uint16_t kCloseBit = 0x8000;
 
-// How A* orders open nodes of equal f (DESIGN §3).
+// How A* orders open nodes of equal f (docs/design.md §3).
 enum class TiePolicy : uint8_t { kFifo, kMinG, kMaxG, kLifo, kRandom };
 constexpr int kNumTiePolicies = 5;
 constexpr const char* kTiePolicyNames[kNumTiePolicies] = {"fifo", "min_g", "max_g", "lifo", "random"};

@@ -105,7 +105,7 @@ py::tuple render_text(const py::object& tokens, const py::object& offsets, int r
 void bind_tokens(py::module_& m) {
   m.def("token_lengths", &token_lengths, py::arg("walls"), py::arg("rows"), py::arg("cols"), py::arg("ops_offsets"),
         py::arg("plan_offsets"), py::arg("arm") = "correct", py::arg("threads") = 0,
-        R"doc(Token counts of the training sequences of a batch (DESIGN §4).
+        R"doc(Token counts of the training sequences of a batch (docs/design.md §4).
 
 Returns (lengths int64[N], prompt_lengths int32[N]) for
 <|bos|> query start X Y goal X Y wall X Y ... reasoning [ops] solution plan X Y ... end <|eos|>;

@@ -280,7 +280,7 @@ void bind_verify(py::module_& m) {
         "(walls uint8 (N, rows*cols), start/goal int32 (N, 2) as (x, y)) in mode 'paper' or 'strict'.\n"
         "Returns a dict of arrays: plan_valid, plan_optimal, trace_valid (bool), first_error (int16 code, -1 none),\n"
         "first_error_at (int32 operation index, -1 none), n_ops, plan_len (int32), error_counts (int32 (N, codes)).\n"
-        "Rules: cpp/verify.hpp and DESIGN §5.");
+        "Rules: cpp/verify.hpp and docs/design.md §5.");
   m.def("verify_examples", &verify_examples, py::arg("walls"), py::arg("rows"), py::arg("cols"), py::arg("start"),
         py::arg("goal"), py::arg("ops"), py::arg("ops_offsets"), py::arg("plan"), py::arg("plan_offsets"),
         py::arg("mode") = "strict", py::arg("threads") = 0,

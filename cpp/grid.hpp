@@ -5,7 +5,7 @@
 
 namespace reasonless {
 
-// Neighbour order fixed by DESIGN §3 (it decides trace order): up, right, down, left.
+// Neighbour order fixed by docs/design.md §3 (it decides trace order): up, right, down, left.
 constexpr int kDirs = 4;
 constexpr int kDx[kDirs] = {0, 1, 0, -1};
 constexpr int kDy[kDirs] = {-1, 0, 1, 0};

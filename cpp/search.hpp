@@ -1,4 +1,4 @@
-// Search algorithms other than A*, traced in A*'s create/close language (DESIGN §3), for the
+// Search algorithms other than A*, traced in A*'s create/close language (docs/design.md §3), for the
 // `other_algorithm:*` training arms: same maze, same start and goal, a different search.
 //
 // Shared rules (so every trace reads like an A* trace):

@@ -1,4 +1,4 @@
-// Maze problems + A* results -> training token sequences, and token sequences -> paper text (DESIGN §4).
+// Maze problems + A* results -> training token sequences, and token sequences -> paper text (docs/design.md §4).
 //
 // A sequence is
 //   <|bos|> query start X Y goal X Y (wall X Y)* reasoning (close|create X Y cG cH)* solution (plan X Y)* end <|eos|>

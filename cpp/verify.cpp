@@ -1,4 +1,4 @@
-// The verifier's state machine (rules in verify.hpp and DESIGN §5). One pass over the tokens; every operation
+// The verifier's state machine (rules in verify.hpp and docs/design.md §5). One pass over the tokens; every operation
 // costs O(1): a cell's search state is one word in an array over the grid padded with a border of walls (no
 // bounds tests for neighbours), and the lowest f of the open list comes from counts per f value with a two-level
 // bitmap over them (f = g + h < 8192 because costs are cost tokens below 64·64).
@@ -55,7 +55,7 @@ inline int g_of(uint32_t v) { return static_cast<int>(v & kG); }
 inline int h_of(uint32_t v) { return static_cast<int>((v & kH) >> kHShift); }
 inline bool is_closed(uint32_t v) { return !(v & (kOpenable | kWall)); }
 
-// Directions up, right, down, left (DESIGN §3) and the direction of a move (dx, dy) between neighbours, looked
+// Directions up, right, down, left (docs/design.md §3) and the direction of a move (dx, dy) between neighbours, looked
 // up at ((dx + 1) & 3) << 2 | ((dy + 1) & 3) (a table, not a branch: the direction is unpredictable).
 constexpr int kDx[4] = {0, 1, 0, -1}, kDy[4] = {-1, 0, 1, 0};
 constexpr uint8_t kDirection[16] = {0, 3, 0, 0, 0, 0, 2, 0, 0, 1, 0, 0, 0, 0, 0, 0};

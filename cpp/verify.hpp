@@ -1,4 +1,4 @@
-// Verifier of A* traces and plans written as token ids (DESIGN §5), in two modes:
+// Verifier of A* traces and plans written as token ids (docs/design.md §5), in two modes:
 //   paper  — the rules of the authors' validator ("Beyond Semantics", arXiv 2505.13775), error names as theirs;
 //   strict — paper plus exact A* semantics (g, h, the set of creates after each close, nothing after the goal,
 //            the plan equal to the extracted path), so that it accepts exactly the executions of A*.

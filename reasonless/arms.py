@@ -1,11 +1,11 @@
-"""Training arms: which trace a training sequence carries (DESIGN §1).
+"""Training arms: which trace a training sequence carries (docs/design.md §1).
 
 Every arm keeps the example's own problem (the prompt) and its own optimal A* plan; only the part between
 ``reasoning`` and ``solution`` changes. Comparing models trained on different arms of one corpus therefore isolates
 what the *trace* contributes. The arms, each defined once in :data:`ARM_DEFINITIONS`:
 
 ``correct``
-    The example's own A* trace (DESIGN §3), as generated.
+    The example's own A* trace (docs/design.md §3), as generated.
 ``correct_no_costs``
     The example's own A* trace with the cost tokens left out: ``create X Y`` and ``close X Y`` instead of
     ``create X Y cG cH``. It tests whether computing g and h is what makes traces hard to learn; its responses are

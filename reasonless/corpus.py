@@ -1,4 +1,4 @@
-"""Corpora on disk (DESIGN §6): a manifest plus memory-mappable .npy shards.
+"""Corpora on disk (docs/design.md §6): a manifest plus memory-mappable .npy shards.
 
 Layout of a corpus directory::
 

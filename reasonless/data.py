@@ -1,4 +1,4 @@
-"""Packed training batches over an arm's token streams (DESIGN §7, issue 5 item 2).
+"""Packed training batches over an arm's token streams (docs/design.md §7, issue 5 item 2).
 
 Input is a token export (:func:`reasonless.interchange.export_tokens`): each example is
 ``<|bos|> prompt reasoning … end <|eos|>`` and the loss falls on the response only, the tokens

@@ -1,4 +1,4 @@
-"""Ray as the engine for work split into independent parts (DESIGN §11): ``--engine ray``.
+"""Ray as the engine for work split into independent parts (docs/design.md §11): ``--engine ray``.
 
 Every part is a pure function of its inputs (a corpus shard of (corpus key, shard index)), runs as one Ray task and
 writes its own output under a temporary name renamed when complete, into a directory every node sees (a shared

@@ -1,4 +1,4 @@
-"""`reasonless eval`: a trained model answers the test suites, the verifier judges every answer (DESIGN §1, §5).
+"""`reasonless eval`: a trained model answers the test suites, the verifier judges every answer (docs/design.md §1, §5).
 
 For each suite (a corpus; a study's ``DIR/test/<name>``) the first N problems are turned into prompts exactly as in
 training — ``<|bos|> query start X Y goal X Y wall X Y …``, everything before ``reasoning`` (the prompt span of the

@@ -1,4 +1,4 @@
-"""GRPO post-training with verifier rewards (DESIGN §8, issue 12).
+"""GRPO post-training with verifier rewards (docs/design.md §8, issue 12).
 
 Each rollout step draws P training problems, samples G responses per prompt with the prefix-shared sampler
 (:func:`reasonless.sample.generate_groups`), scores them with the C++ verifier in batch, turns the scores into

@@ -1,4 +1,4 @@
-"""Maze generators (DESIGN §2), compiled with Numba and parallel over instances.
+"""Maze generators (docs/design.md §2), compiled with Numba and parallel over instances.
 
 Every instance is a pure function of (seed, generator, parameters, instance index): each instance
 gets its own xoshiro256** stream whose 256-bit state is derived with splitmix64 from

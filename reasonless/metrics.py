@@ -1,4 +1,4 @@
-"""The study's metrics (DESIGN §1) as pure functions of per-example verdict arrays.
+"""The study's metrics (docs/design.md §1) as pure functions of per-example verdict arrays.
 
 Everything here takes NumPy-convertible arrays (one entry per evaluated example) and returns plain JSON-able
 values, so `reasonless eval` (which computes them from fresh verdicts) and `reasonless report` (which recomputes them

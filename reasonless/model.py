@@ -1,4 +1,4 @@
-"""Qwen2-style decoder trained from scratch on maze sequences (DESIGN §7).
+"""Qwen2-style decoder trained from scratch on maze sequences (docs/design.md §7).
 
 One readable file: RMSNorm, rotary position embeddings (RoPE), SwiGLU MLP, grouped-query attention
 (GQA) and tied input/output embeddings. Only the q/k/v projections carry biases, as in Qwen2, and the

@@ -1,4 +1,4 @@
-"""The paper's random stream (DESIGN §10): the public JavaScript tool's six maze generators, draw for draw.
+"""The paper's random stream (docs/design.md §10): the public JavaScript tool's six maze generators, draw for draw.
 
 ``reasonless generate --rng paper --split train|test`` makes the examples of the tool that produced the datasets of
 "Beyond Semantics" (kstechly/beyond-semantics-maze-visualizer, commit 9f64d5d, ``headless_gen/cli.js -g G -s astar

@@ -1,4 +1,4 @@
-"""A study's results (DESIGN §9): tables across seeds, learning curves, a paragraph, ``results.json``.
+"""A study's results (docs/design.md §9): tables across seeds, learning curves, a paragraph, ``results.json``.
 
 Reads what `reasonless study run` wrote (``OUT/evals``, the checkpoints' examples and tokens seen, the stage wall
 times) and writes ``OUT/report/``: ``report.md`` (and the same as ``index.html``), ``results.json``, one

@@ -1,4 +1,4 @@
-"""`reasonless study run`: a whole study in one command (DESIGN §9).
+"""`reasonless study run`: a whole study in one command (docs/design.md §9).
 
 Stages, in this order, each recorded in ``OUT/status.json`` and skipped once done:
 

@@ -1,4 +1,4 @@
-"""Batched generation with a static KV cache (DESIGN §7, issue 7).
+"""Batched generation with a static KV cache (docs/design.md §7, issue 7).
 
 :func:`generate` continues many prompts at once. Prompts are sorted by length and cut into batches; a
 batch is prefilled in one packed forward pass (prompts of different lengths back to back, as in

@@ -1,4 +1,4 @@
-"""Study datasets (DESIGN §1, §6): one training corpus, test suites from several generators, and the arms.
+"""Study datasets (docs/design.md §1, §6): one training corpus, test suites from several generators, and the arms.
 
 A study is declared in TOML::
 
@@ -273,7 +273,7 @@ def _eval_spec(table: dict, suite_names: list[str], fail) -> dict:
 
 
 def layout_warnings(train: dict, rows: int, cols: int) -> list[str]:
-    """Warnings about a training corpus whose grid leaves few distinct wall layouts (DESIGN §2)."""
+    """Warnings about a training corpus whose grid leaves few distinct wall layouts (docs/design.md §2)."""
     out = []
     if train["generator"] in ("wilson", "kruskal", "dfs") and (rows % 2 or cols % 2):
         out.append(f"{rows}x{cols} is odd: the two parity lattices of the perfect-maze generators differ in size "

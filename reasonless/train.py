@@ -1,4 +1,4 @@
-"""Training from scratch on an arm's token streams (DESIGN §7).
+"""Training from scratch on an arm's token streams (docs/design.md §7).
 
 :func:`train` runs AdamW with linear warm-up and cosine decay, gradient clipping and accumulation,
 bf16 autocast on CUDA (fp32 on CPU), validation on the held-out split, metrics as JSONL and atomic

@@ -1,4 +1,4 @@
-"""Formal verification of A* traces and plans (DESIGN §5), in the modes ``paper`` and ``strict``.
+"""Formal verification of A* traces and plans (docs/design.md §5), in the modes ``paper`` and ``strict``.
 
 The rules live in the C++ core (``cpp/verify.hpp`` documents the response grammar and every choice); this module
 feeds it problems and responses in the forms they come in and summarises the verdicts:

@@ -1,4 +1,4 @@
-"""Vocabulary and text format of maze sequences (DESIGN §4).
+"""Vocabulary and text format of maze sequences (docs/design.md §4).
 
 For an R×C grid the token ids are laid out as::
 

@@ -1,4 +1,4 @@
-"""A* core (DESIGN §3): traces against an independent reference, the paper tools' fixtures, A* semantics
+"""A* core (docs/design.md §3): traces against an independent reference, the paper tools' fixtures, A* semantics
 for every tie policy, optimal plans, batching/threads invariance and input checking."""
 from __future__ import annotations
 

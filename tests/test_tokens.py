@@ -1,5 +1,5 @@
 """C++ tokenizer (reasonless._core.token_lengths / tokenize_into / render_text) against an independent Python
-builder of the paper text (DESIGN §4), the vocabulary of reasonless/vocab.py and the JS tool's fixtures."""
+builder of the paper text (docs/design.md §4), the vocabulary of reasonless/vocab.py and the JS tool's fixtures."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,5 @@
 """The verifier (reasonless.verifier and _core.verify_batch) against hand-built responses, the paper tools' data, an
-independent pure-Python A* and an independent pure-Python reference verifier (both written here from DESIGN §5
+independent pure-Python A* and an independent pure-Python reference verifier (both written here from docs/design.md §5
 and the grammar in cpp/verify.hpp, sharing no code with the C++)."""
 from __future__ import annotations
 
