@@ -67,7 +67,7 @@ part build 240 bash -c 'cmake -S . -B build/gpu-check -DCMAKE_BUILD_TYPE=Release
 # Compiling a kernel per test shape dominates the tests' time on a fresh machine: spread it over processes.
 PARALLEL=""
 $PY -c "import xdist" 2>/dev/null && PARALLEL="-n 8"
-REASONLESS_AUTOTUNE=0 part cuda-tests 150 $PY -m pytest -q -p no:cacheprovider $PARALLEL tests/test_kernels_flash.py \
+REASONLESS_AUTOTUNE=0 part cuda-tests 180 $PY -m pytest -q -p no:cacheprovider $PARALLEL tests/test_kernels_flash.py \
   tests/test_kernels_decode.py tests/test_model.py tests/test_sample.py
 
 if [ "$QUICK" = 1 ]; then
