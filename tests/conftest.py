@@ -1,5 +1,7 @@
 """Fixtures shared by the test modules."""
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,13 @@ if not torch.cuda.is_available():
 
 from reasonless.corpus import generate
 from reasonless.interchange import export_tokens
+
+# `python -m pytest` puts the repository root on sys.path, where our kernels/ folder (installed as
+# reasonless.kernels) would shadow Hugging Face's `kernels` package, which transformers (>= 5.25, its dependency)
+# imports: keep the root off the path once reasonless itself is imported (a developer build's PYTHONPATH=. included).
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT]
+sys.modules.pop("kernels", None)
 
 
 @pytest.fixture(scope="session")
