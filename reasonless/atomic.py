@@ -206,9 +206,11 @@ def crc32_parallel(data, threads: int | None = None) -> int:
     return crc
 
 
-def crc32_file(path: Path, chunk: int = 1 << 22) -> str:
-    crc = 0
+def crc32_file(path: Path) -> str:
+    """CRC-32 of a file's bytes (hex), over a read-only memory map on every core, as map_npy checks shards."""
+    import mmap
+
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            crc = zlib.crc32(block, crc)
-    return f"{crc:08x}"
+        size = os.fstat(f.fileno()).st_size
+        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    return f"{crc32_parallel(mapping):08x}"

@@ -238,8 +238,9 @@ def check_checkpoint(ckpt: str | os.PathLike) -> None:
         f = ckpt / name
         if not f.is_file():
             raise ValueError(f"{f}: missing from the checkpoint")
-        if crc32_file(f) != digest:
-            raise ValueError(f"{f}: damaged (CRC-32 {crc32_file(f)}, recorded {digest} when it was saved); use "
+        actual = crc32_file(f)
+        if actual != digest:
+            raise ValueError(f"{f}: damaged (CRC-32 {actual}, recorded {digest} when it was saved); use "
                              f"another checkpoint of the run")
 
 

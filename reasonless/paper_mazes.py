@@ -232,6 +232,15 @@ def _wilson(state, rows, cols, count, walls, start, goal):
     return -1
 
 
+@njit(cache=True, inline="always")
+def _root(parent, a):
+    """Union-find root of a, halving the path on the way (draws nothing: the stream is unaffected)."""
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]
+        a = parent[a]
+    return a
+
+
 @njit(cache=True, nogil=True)
 def _kruskal(state, rows, cols, count, walls, start, goal):
     n = rows * cols
@@ -275,14 +284,8 @@ def _kruskal(state, rows, cols, count, walls, start, goal):
             order[j] = tmp
         for k in range(ne):
             e = order[k]
-            a = eu[e]
-            while parent[a] != a:
-                parent[a] = parent[parent[a]]
-                a = parent[a]
-            b = ev[e]
-            while parent[b] != b:
-                parent[b] = parent[parent[b]]
-                b = parent[b]
+            a = _root(parent, eu[e])
+            b = _root(parent, ev[e])
             if a != b:
                 parent[a] = b
                 g[ew[e]] = 1
