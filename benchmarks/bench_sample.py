@@ -9,7 +9,7 @@ tokens/s counts new tokens only (rows × new_tokens / wall time of the ``generat
     python -m pytest benchmarks/bench_sample.py -q -s                   # CPU figure (+ CUDA ones on a GPU)
 
 ``--hf`` also times Hugging Face ``generate`` on the same weights (exported with ``reasonless.export_hf``,
-loaded as ``Qwen2ForCausalLM`` in bf16 with its default cache, left-padded prompts of the same lengths), where
+loaded as ``Qwen2ForCausalLM`` in bf16 on CUDA and float32 on CPU, with its default cache, left-padded prompts of the same lengths), where
 transformers and ``reasonless.export_hf`` are available.
 """
 from __future__ import annotations
@@ -63,7 +63,8 @@ def time_ours(model: Model, prompts, new_tokens: int, device: str, warmup: bool 
 
 
 def time_hf(model: Model, prompts, new_tokens: int, device: str) -> dict | None:
-    """Hugging Face generate on the same weights, or None where transformers / export_hf are missing."""
+    """Hugging Face generate on the same weights, or None where transformers / export_hf are missing. In the
+    precision ours runs in: bf16 on CUDA (ours runs under bf16 autocast there), float32 on CPU."""
     try:
         import transformers
         from reasonless.export_hf import export_model
@@ -73,8 +74,9 @@ def time_hf(model: Model, prompts, new_tokens: int, device: str) -> dict | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(tmp) / "hf"
-        export_model(model, Vocab(30, 30), out_dir, dtype="bfloat16")
-        hf = transformers.AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.bfloat16).to(device).eval()
+        dtype = "bfloat16" if torch.device(device).type == "cuda" else "float32"
+        export_model(model, Vocab(30, 30), out_dir, dtype=dtype)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(out_dir, dtype=getattr(torch, dtype)).to(device).eval()
     width = max(len(p) for p in prompts)
     ids = torch.zeros((len(prompts), width), dtype=torch.int64)
     mask = torch.zeros_like(ids)
@@ -97,7 +99,7 @@ def time_hf(model: Model, prompts, new_tokens: int, device: str) -> dict | None:
     sync(device)
     dt = time.perf_counter() - t0
     n = (seqs.shape[1] - width) * len(prompts)
-    return {"impl": "transformers generate (bf16)", "seconds": dt, "tokens": n,
+    return {"impl": f"transformers generate ({dtype})", "seconds": dt, "tokens": n,
             "tokens_per_s": n / dt, "seqs": seqs[:, width:].cpu().numpy()}
 
 

@@ -297,18 +297,17 @@ def _masked_attention(q, k, v, lengths, scale):
     output 0 and log-sum-exp −inf, so that it weighs nothing when parts are merged."""
     work = torch.promote_types(q.dtype, torch.float32)
     s_max = k.shape[1]
-    q, k, v = q.to(work), k.to(work), v.to(work)
-    # One KV head at a time: k[:, :, h] is a plain strided matrix per sequence that BLAS reads in place,
-    # where a matmul over all heads would first copy the cache into another layout.
-    heads = range(k.shape[2])
-    scores = torch.stack([torch.matmul(q[:, h], k[:, :, h].transpose(1, 2)) for h in heads], 1) * scale
+    # KVCache stores each head's keys as contiguous rows, (N, Hkv, S, D) in memory, so that these views
+    # are one batched matrix product over all heads that BLAS reads in place.
+    q, k, v = q.to(work), k.to(work).transpose(1, 2), v.to(work).transpose(1, 2)
+    scores = torch.matmul(q, k.transpose(2, 3)) * scale
     valid = torch.arange(s_max, device=q.device)[None, :] < lengths.to(torch.int64)[:, None]
     scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
     peak = scores.amax(-1, keepdim=True)
     peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
     p = torch.exp(scores - peak)
     total = p.sum(-1, keepdim=True)
-    out = torch.stack([torch.matmul(p[:, h], v[:, :, h]) for h in heads], 1) / total.clamp_min(torch.finfo(work).tiny)
+    out = torch.matmul(p, v) / total.clamp_min(torch.finfo(work).tiny)
     return out, (total.log() + peak).squeeze(-1)
 
 
@@ -340,7 +339,16 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         raise ValueError(f"unknown attention backend {backend!r}; backends are: {', '.join(ATTENTION_BACKENDS)}")
     b, hq, d = q.shape
     hkv = k_cache.shape[2]
-    out, _ = _masked_attention(q.view(b, hkv, hq // hkv, d), k_cache, v_cache, cache_seqlens, scale)
+    # No log-sum-exp to return here, so one fused softmax replaces _masked_attention's separate max, exp and sum.
+    work = torch.promote_types(q.dtype, torch.float32)
+    k, v = k_cache.to(work).transpose(1, 2), v_cache.to(work).transpose(1, 2)
+    scores = torch.matmul(q.to(work).view(b, hkv, hq // hkv, d), k.transpose(2, 3)).mul_(scale)
+    lengths = cache_seqlens.to(torch.int64)[:, None]
+    beyond = torch.arange(k.shape[2], device=q.device)[None, :] >= lengths
+    scores.masked_fill_(beyond[:, None, None, :], float("-inf"))
+    out = torch.matmul(torch.softmax(scores, dim=-1), v)
+    # A sequence with no key has an all -inf row, whose softmax is NaN; its output is 0, as _masked_attention's.
+    out = torch.where(lengths[:, :, None, None] > 0, out, 0.0)
     return out.reshape(b, hq, d).to(q.dtype)
 
 
@@ -387,7 +395,9 @@ def decode_attention_prefix_shared(q: torch.Tensor, prefix_k: torch.Tensor, pref
 
 
 class KVCache:
-    """Static key/value cache of a decoding batch: per layer, (B, S, Hkv, D) keys and values.
+    """Static key/value cache of a decoding batch: per layer, keys and values that attention reads as
+    (B, S, Hkv, D). They are stored as (B, Hkv, S, D), a head's keys one contiguous block, which the torch
+    decode path multiplies in place and the Triton kernels read through strides.
 
     Row b holds ``lengths[b]`` tokens. :meth:`Model.prefill` fills rows 0..n-1 with n packed prompts;
     :meth:`Model.decode` then writes one token per row at ``lengths[b]`` and attends over the row.
@@ -404,7 +414,7 @@ class KVCache:
                  group_size: Optional[int] = None, prefix_len: int = 0):
         if batch < 1 or max_len < 1:
             raise ValueError(f"KVCache: batch={batch} and max_len={max_len} must be positive")
-        shape = (config.n_layer, batch, max_len, config.n_kv_head, config.head_dim)
+        shape = (config.n_layer, batch, config.n_kv_head, max_len, config.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.lengths = torch.zeros(batch, device=device, dtype=torch.int32)
@@ -415,13 +425,14 @@ class KVCache:
             if group_size < 1 or batch % group_size or prefix_len < 1:
                 raise ValueError(f"KVCache: batch={batch} must be a multiple of group_size={group_size} "
                                  f"and prefix_len={prefix_len} positive")
-            pshape = (config.n_layer, batch // group_size, prefix_len, config.n_kv_head, config.head_dim)
+            pshape = (config.n_layer, batch // group_size, config.n_kv_head, prefix_len, config.head_dim)
             self.prefix_k = torch.zeros(pshape, device=device, dtype=dtype)
             self.prefix_v = torch.zeros(pshape, device=device, dtype=dtype)
             self.prefix_lengths = torch.zeros(batch // group_size, device=device, dtype=torch.int32)
         self._mode = None
         self._dest = None  # prefill: (slot, position) of every packed token; decode: (row, position)
         self._seqlens = None
+        self._fused = {}
 
     @property
     def batch(self) -> int:
@@ -433,7 +444,7 @@ class KVCache:
         """Packed example i goes to row i (or, with groups, to group i's prefix), starting at position 0."""
         n = len(bounds) - 1
         slots = self.k.shape[1] if self.group_size is None else self.prefix_k.shape[1]
-        room = self.k.shape[2] if self.group_size is None else self.prefix_k.shape[2]
+        room = self.k.shape[3] if self.group_size is None else self.prefix_k.shape[3]
         lengths = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
         if n > slots or max(lengths, default=0) > room:
             raise ValueError(f"KVCache: {n} prompts of up to {max(lengths, default=0)} tokens do not fit "
@@ -468,7 +479,7 @@ class KVCache:
         rows leave their length as it was, so their next step overwrites the same position."""
         self.lengths = self._seqlens if advance is None else torch.where(advance, self._seqlens, self.lengths)
         # A cheap bound without a host sync; the caller keeps every row within the cache.
-        self.max_length = min(self.max_length + 1, self.k.shape[2])
+        self.max_length = min(self.max_length + 1, self.k.shape[3])
         self._mode = self._dest = self._seqlens = None
 
     def end_prefill(self) -> None:
@@ -479,25 +490,41 @@ class KVCache:
         written are rewritten by the next step)."""
         self._mode = self._dest = self._seqlens = None
 
+    def fused(self, *linears: nn.Linear) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """One weight (and bias) for ``linears`` that read the same input, so that a decoding step computes
+        their outputs, side by side, in one matrix product instead of several small ones. Built on first use:
+        the weights of a model do not change while a batch decodes."""
+        key = tuple(id(linear) for linear in linears)
+        if key not in self._fused:
+            weight = torch.cat([linear.weight for linear in linears])
+            bias = None if linears[0].bias is None else torch.cat([linear.bias for linear in linears])
+            self._fused[key] = (weight, bias)
+        return self._fused[key]
+
+    def layer(self, store: torch.Tensor, layer: int, upto: Optional[int] = None) -> torch.Tensor:
+        """Layer ``layer`` of a store as attention reads it, (B, S, Hkv, D), positions [0, upto)."""
+        return store[layer][:, :, :upto].transpose(1, 2)
+
     def attend(self, layer: int, q, k, v, cu_seqlens, max_seqlen, backend: str) -> torch.Tensor:
         """Attention of one layer in the current phase; stores the layer's new keys and values."""
         if self._mode == "prefill":
             store_k, store_v = (self.k, self.v) if self.group_size is None else (self.prefix_k, self.prefix_v)
-            store_k[layer][self._dest] = k.to(store_k.dtype)
-            store_v[layer][self._dest] = v.to(store_v.dtype)
+            self.layer(store_k, layer)[self._dest] = k.to(store_k.dtype)
+            self.layer(store_v, layer)[self._dest] = v.to(store_v.dtype)
             return attention(q, k, v, cu_seqlens, max_seqlen, backend=backend)
         if self._mode != "decode":
             raise RuntimeError("KVCache.attend outside Model.prefill / Model.decode")
-        self.k[layer][self._dest] = k.to(self.k.dtype)
-        self.v[layer][self._dest] = v.to(self.v.dtype)
+        self.layer(self.k, layer)[self._dest] = k.to(self.k.dtype)
+        self.layer(self.v, layer)[self._dest] = v.to(self.v.dtype)
         # Read only the filled part of the cache: the rest would be masked anyway.
-        upto = min(self.max_length + 1, self.k.shape[2])
-        kc, vc = self.k[layer][:, :upto], self.v[layer][:, :upto]
+        upto = min(self.max_length + 1, self.k.shape[3])
+        kc, vc = self.layer(self.k, layer, upto), self.layer(self.v, layer, upto)
         q = q.to(kc.dtype)
         if self.group_size is None:
             return decode_attention(q, kc, vc, self._seqlens, backend=backend)
-        return decode_attention_prefix_shared(q, self.prefix_k[layer], self.prefix_v[layer], self.prefix_lengths,
-                                              kc, vc, self._seqlens, self.group_size, backend=backend)
+        return decode_attention_prefix_shared(q, self.layer(self.prefix_k, layer), self.layer(self.prefix_v, layer),
+                                              self.prefix_lengths, kc, vc, self._seqlens, self.group_size,
+                                              backend=backend)
 
     # Dropping finished rows
 
@@ -569,13 +596,19 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, cu_seqlens, max_seqlen, backend, cache=None):
         t = x.shape[0]
-        q = self.q_proj(x).view(t, self.n_head, self.head_dim)
-        k = self.k_proj(x).view(t, self.n_kv_head, self.head_dim)
-        v = self.v_proj(x).view(t, self.n_kv_head, self.head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is None:
+            q = self.q_proj(x).view(t, self.n_head, self.head_dim)
+            k = self.k_proj(x).view(t, self.n_kv_head, self.head_dim)
+            v = self.v_proj(x).view(t, self.n_kv_head, self.head_dim)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             y = attention(q, k, v, cu_seqlens, max_seqlen, backend=backend)
         else:
+            # Generation runs a few rows at a time, where each op's fixed cost dominates: one product for
+            # q, k and v, one rotation for q and k.
+            qkv = F.linear(x, *cache.fused(self.q_proj, self.k_proj, self.v_proj))
+            qkv = qkv.view(t, self.n_head + 2 * self.n_kv_head, self.head_dim)
+            qk = apply_rope(qkv[:, :self.n_head + self.n_kv_head], cos, sin)
+            q, k, v = qk[:, :self.n_head], qk[:, self.n_head:], qkv[:, self.n_head + self.n_kv_head:]
             y = cache.attend(self.layer_idx, q, k, v, cu_seqlens, max_seqlen, backend)
         return self.o_proj(y.reshape(t, self.n_head * self.head_dim))
 
@@ -587,8 +620,11 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(config.d_model, config.d_ff, bias=False)
         self.down_proj = nn.Linear(config.d_ff, config.d_model, bias=False)
 
-    def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+    def forward(self, x, cache=None):
+        if cache is None:
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = F.linear(x, *cache.fused(self.gate_proj, self.up_proj)).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -601,7 +637,7 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, cu_seqlens, max_seqlen, backend, cache=None):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cu_seqlens, max_seqlen, backend, cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        return x + self.mlp(self.post_attention_layernorm(x), cache)
 
 
 # --------------------------------------------------------------------------------------------------

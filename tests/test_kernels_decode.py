@@ -136,6 +136,26 @@ def test_decode_strided_views():
     assert rel_err(out, ref_decode(q, k, v, lens)) < 1e-2
 
 
+def test_decode_head_major_storage():
+    # KVCache stores each head's keys contiguously, (B, Hkv, S, D), and hands the kernels (B, S, Hkv, D) views.
+    gen = torch.Generator().manual_seed(6)
+    store_k, store_v = rand(2, 3, 2, 80, 32, gen=gen), rand(2, 3, 2, 80, 32, gen=gen)  # (layers, B, Hkv, S, D)
+    k, v = store_k[1, :, :, :65].transpose(1, 2), store_v[1, :, :, :65].transpose(1, 2)
+    q = rand(3, 4, 32, gen=gen)
+    lens = torch.tensor([65, 1, 40], dtype=torch.int32, device=DEV)
+    for splits in (None, 3):
+        out = poisoned(3, 4, 32, torch.float32)
+        decode_attn(q, k, v, lens, num_splits=splits, out=out)
+        assert rel_err(out, ref_decode(q, k, v, lens)) < 1e-5, splits
+    pk, pv = store_k[0, :1, :, :50].transpose(1, 2), store_v[0, :1, :, :50].transpose(1, 2)
+    prefix_lens = torch.tensor([50], dtype=torch.int32, device=DEV)
+    out = poisoned(3, 4, 32, torch.float32)
+    decode_attn_prefix_shared(q, pk, pv, prefix_lens, k, v, lens, 3, out=out)
+    full_k = unshared_cache(pk, prefix_lens, k, lens, 3)
+    full_v = unshared_cache(pv, prefix_lens, v, lens, 3)
+    assert rel_err(out, ref_decode(q, full_k, full_v, lens + 50)) < 1e-5
+
+
 def causal_full_attention_last(q, k, v, pos):
     """float64 causal self-attention over a whole sequence (T, H, D) with GQA, output at position pos."""
     t, hq, d = q.shape
