@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-shot GPU check for a lent CUDA machine (no network there): build the C++ core, run the CUDA tests, then
-# time attention, decode, training and sampling, and print one short Markdown table per part at the end.
+# time attention, decode, training, sampling and a GRPO step, and print one short Markdown table per part at the end.
 #
 #   bash benchmarks/gpu_check.sh            # sized for one call of the device tool: done within DEADLINE=540 s
 #   QUICK=0 DEADLINE=3600 bash benchmarks/gpu_check.sh    # the issues' full sizes (longer)
@@ -76,12 +76,16 @@ if [ "$QUICK" = 1 ]; then
   REASONLESS_AUTOTUNE=0 part train 120 $PY benchmarks/bench_train.py --preset paper --seq-len 8192 --rows 2 \
     --steps 8 --warmup-steps 3 --count 1500 --backends torch,triton
   part sample 90 $PY benchmarks/bench_sample.py --device cuda --preset paper --batch 64 --new-tokens 1000 --hf
+  part grpo 90 $PY benchmarks/bench_grpo.py --device cuda --preset paper --grid 30 --prompts 64 --group 8 \
+    --budget 300 --steps 2 --hf
 else
   part attention 400 $PY benchmarks/bench_attention.py
   part decode 200 $PY benchmarks/bench_decode.py
   part train 400 $PY benchmarks/bench_train.py --preset paper --seq-len 8192 --rows 4 --steps 20 --warmup-steps 5 \
     --count 4000 --backends torch,triton
   part sample 600 $PY benchmarks/bench_sample.py --device cuda --preset paper --batch 64 --new-tokens 5000 --hf
+  part grpo 600 $PY benchmarks/bench_grpo.py --device cuda --preset paper --grid 30 --prompts 64 --group 8 \
+    --budget 1000 --steps 3 --hf
 fi
 
 echo "##### summary"

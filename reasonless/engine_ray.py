@@ -13,6 +13,8 @@ Each worker must be able to import ``reasonless`` (installed on every node, or s
 from __future__ import annotations
 
 import contextlib
+import sys
+import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -59,12 +61,15 @@ class TaskFailed(OSError):
 
 
 def run_tasks(remote_fn, parts: Iterable[tuple[str, tuple, int]], *, tasks: int | None = None,
-              progress: bool = False, unit: str = "examples", on_result: Callable | None = None) -> list:
+              progress: bool = False, unit: str = "examples", on_result: Callable | None = None,
+              claim: Callable[[int], bool] | None = None) -> list:
     """Runs ``remote_fn.remote(*args)`` for each ``(name, args, size)`` of `parts`, at most `tasks` in flight
     (default: twice the cluster's CPUs), and returns the results in the order of `parts`. The progress bar counts
     the `size` of each finished part. With ``on_result``, each result is handed to ``on_result(i, result)`` as it
-    arrives instead (and not kept: the returned list holds None). A part whose task fails
-    after Ray's retries raises :class:`TaskFailed` naming it and its error; the others in flight are cancelled."""
+    arrives instead (and not kept: the returned list holds None). With ``claim``, ``claim(i)`` is asked just before
+    part i is submitted, and a part it refuses is skipped (someone else makes it; its result stays None). A part
+    whose task fails after Ray's retries raises :class:`TaskFailed` naming it and its error; the others in flight
+    are cancelled."""
     ray = _ray()
     parts = list(parts)
     limit = tasks or 2 * cluster_cpus()
@@ -77,8 +82,13 @@ def run_tasks(remote_fn, parts: Iterable[tuple[str, tuple, int]], *, tasks: int 
     try:
         while next_part < len(parts) or pending:
             while next_part < len(parts) and len(pending) < limit:
-                pending[remote_fn.remote(*parts[next_part][1])] = next_part
+                if claim is None or claim(next_part):
+                    pending[remote_fn.remote(*parts[next_part][1])] = next_part
+                else:
+                    bar.update(parts[next_part][2])
                 next_part += 1
+            if not pending:
+                break
             ready, _ = ray.wait(list(pending), num_returns=1)
             i = pending.pop(ready[0])
             try:
@@ -115,18 +125,81 @@ def _shard_task(out: str, key: dict, index: int, threads: int) -> dict:
 def shard_engine(address: str | None = None, tasks: int | None = None, threads: int = 1,
                  max_retries: int = DEFAULT_MAX_RETRIES, progress: bool = False):
     """An ``engine`` for :func:`reasonless.corpus.generate`: one Ray task per missing shard, each using `threads`
-    cores (``num_cpus``), retried up to `max_retries` times."""
+    cores (``num_cpus``), retried up to `max_retries` times. When the command starts its own local Ray instance
+    (no `address`, no Ray connection yet: one machine), this process makes shards too, from the front of the list
+    while Ray takes them from the back, so that Ray's start-up and its workers' warm-up are spent working. Every
+    shard is the same pure function of its index wherever it is made."""
     remote = _remote(_shard_task, threads, max_retries)  # checks the arguments before any work
 
     def engine(out: Path, key: dict, todo: list[int]) -> dict[int, dict]:
         size, count = key["shard_size"], key["count"]
-        parts = [(_label(i, i * size, min(size, count - i * size)), (str(Path(out).resolve()), key, i, threads),
-                  min(size, count - i * size)) for i in todo]
-        with session(address):
-            entries = run_tasks(remote, parts, tasks=tasks, progress=progress)
-        return {int(e["index"]): e for e in entries}
+        out = Path(out).resolve()
+        local = None if address is not None or _ray().is_initialized() else _LocalShards(out, key, todo)
+        order = todo[::-1] if local is not None else todo
+        parts = [(_label(i, i * size, min(size, count - i * size)), (str(out), key, i, threads),
+                  min(size, count - i * size)) for i in order]
+        try:
+            with session(address):
+                entries = run_tasks(remote, parts, tasks=tasks, progress=progress,
+                                    claim=None if local is None else lambda j: local.claim(order[j]))
+        finally:
+            if local is not None:
+                local.stop()
+        made = local.finish() if local is not None else {}
+        if made and progress:
+            print(f"{len(made)} of {len(todo)} shards made in this process, the rest by Ray tasks", file=sys.stderr)
+        return {**made, **{int(e["index"]): e for e in entries if e is not None}}
 
     return engine
+
+
+class _LocalShards:
+    """Makes shards of `todo` in order on a thread of this process (the maze kernels and A* release the GIL), on
+    one core, until
+    it meets one that Ray has :meth:`claim`-ed, or :meth:`stop`. :meth:`finish` waits for it and returns the
+    manifest entries of the shards it made (or raises its error)."""
+
+    def __init__(self, out: Path, key: dict, todo: list[int]):
+        self._out, self._key, self._todo = out, key, todo
+        self._lock = threading.Lock()
+        self._taken: set[int] = set()
+        self._stopped = False
+        self._entries: dict[int, dict] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="local-shards", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from .corpus import make_shard_batch, write_shard
+
+        try:
+            for i in self._todo:
+                with self._lock:
+                    if self._stopped or i in self._taken:
+                        return
+                    self._taken.add(i)
+                # One core: beside Ray's workers, one per core, more would only take turns with them.
+                self._entries[i] = write_shard(self._out, i, make_shard_batch(self._key, i, 1), self._key)
+        except BaseException as err:  # re-raised by finish(), in the caller's thread
+            self._error = err
+
+    def claim(self, index: int) -> bool:
+        """True when shard `index` is Ray's to make (this process has not started it)."""
+        with self._lock:
+            if index in self._taken:
+                return False
+            self._taken.add(index)
+            return True
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+
+    def finish(self) -> dict[int, dict]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return dict(self._entries)
 
 
 def _remote(fn, threads: int, max_retries: int):

@@ -2,6 +2,8 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -116,6 +118,44 @@ def test_worker_killed_mid_task_still_gives_the_same_corpus(local_ray, tmp_path)
     assert killed, "no shard task was seen running"
     assert_identical(tmp_path / "c", reference.path)
     assert not [p for p in (tmp_path / "c").iterdir() if ".tmp-" in p.name]
+
+
+def test_driver_killed_then_rerun_gives_the_same_corpus(tmp_path):
+    # A fresh command starts its own Ray instance and makes shards from the front itself while Ray's tasks take
+    # them from the back. Killed (kill -9) once a shard is on disk, then run again, it keeps the finished shards
+    # (checksums) and makes the rest.
+    params = dict(generator="wilson", count=200_000, rows=30, cols=30, seed=5, shard_size=10_000)
+    reference = reasonless.generate(tmp_path / "ref", threads=1, **params)
+    out = tmp_path / "c"
+    command = [sys.executable, "-m", "reasonless", *_argv(out, **params), "--engine", "ray"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Outside the repository, where our kernels/ folder would shadow Hugging Face's package of that name.
+    driver = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    complete = lambda: [p for p in out.glob("shard-*") if ".tmp-" not in p.name]  # noqa: E731
+    while not complete() and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    driver.kill()
+    driver.wait()
+    kept = {p.name: (p / "walls.npy").stat().st_mtime_ns for p in complete()}
+    assert kept and not (out / "manifest.json").exists(), "the driver was not killed part-way"
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_identical(out, reference.path)
+    assert all((out / name / "walls.npy").stat().st_mtime_ns == t for name, t in kept.items())  # kept, not remade
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+
+
+def test_parts_refused_by_claim_are_skipped(local_ray):
+    asked = []
+
+    def claim(i):
+        asked.append(i)
+        return i % 2 == 0
+
+    square = ray.remote(lambda x: x * x)
+    assert run_tasks(square, [(f"part {i}", (i,), 1) for i in range(5)], tasks=2, claim=claim) == [0, None, 4, None, 16]
+    assert asked == [0, 1, 2, 3, 4]
 
 
 def test_in_flight_bound_and_a_failing_part_is_named(local_ray, tmp_path):

@@ -1,0 +1,144 @@
+"""GRPO rollout throughput and the time split of a step: ``reasonless.grpo.run_grpo`` on maze prompts.
+
+A model with random weights (the preset's shape) is saved as the initial checkpoint, a corpus of Wilson mazes gives
+the prompts, and a few GRPO steps run with the verifier as the reward. Random weights rarely stop, so most rows
+use their whole token budget: the work per step is close to P × G × budget new tokens. The table reports, per
+step, the rollout tokens/s (new tokens / sampling time) and the split sample / verify / log-prob / update with
+each part's share of the step; ``--hf`` also times Hugging Face ``generate`` sampling the same P × G rows
+(``num_return_sequences=G``, the same budget, float32 on CPU and bf16 on CUDA) on the same weights.
+
+    python benchmarks/bench_grpo.py                                   # CPU: tiny, 8x8 mazes, 16 prompts x 8
+    python benchmarks/bench_grpo.py --device cuda --preset paper --grid 30 --prompts 64 --group 8 --budget 1000 --hf
+    python -m pytest benchmarks/bench_grpo.py -q -s                   # the CPU figure
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reasonless import checkpoint as ckpt_io
+from reasonless.corpus import Corpus, generate
+from reasonless.grpo import GRPOConfig, MazeTask, run_grpo
+from reasonless.model import Model, preset
+from reasonless.sample import load_model
+
+PARTS = ("sample", "verify", "logprob", "update")
+
+
+def run(preset_name: str, grid: int, prompts: int, group: int, budget: int | None, steps: int, device: str,
+        hf: bool = False, work: Path | None = None) -> dict:
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        tmp = Path(tmp)
+        corpus = generate(tmp / "corpus", "wilson", max(prompts * (steps + 1), 64), rows=grid, cols=grid, seed=3)
+        torch.manual_seed(0)
+        model = Model(preset(preset_name, len(corpus.vocab)))
+        ckpt_io.save_checkpoint(tmp / "init", 0, model, model.config.to_dict(), None, {})
+        cfg = GRPOConfig(steps=steps, prompts=prompts, group=group, budget=budget, lr=1e-6, gen_batch=prompts)
+        task = MazeTask(Corpus(tmp / "corpus"), "correct")
+        summary = run_grpo(task, tmp / "run", cfg, init=tmp / "init", device=device, progress=False)
+        result = {"preset": preset_name, "grid": grid, "prompts": prompts, "group": group,
+                  "budget": summary["budget"], "device": device, "threads": torch.get_num_threads(),
+                  "steps": summary["metrics"]}
+        if hf:
+            result["hf"] = time_hf(tmp / "init", task, prompts, group, summary["budget"], device)
+    return result
+
+
+def time_hf(init: Path, task: MazeTask, prompts: int, group: int, budget: int, device: str) -> dict | None:
+    """Hugging Face generate on the initial weights: P prompts × G samples at temperature 1, ``budget`` new
+    tokens each (min_new_tokens too, so that every row does the full work), or None without transformers."""
+    try:
+        import transformers
+        from reasonless.export_hf import export_model
+        from reasonless.vocab import Vocab
+    except ImportError as exc:
+        print(f"(Hugging Face comparison skipped: {exc})", file=sys.stderr)
+        return None
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    dtype = "bfloat16" if dev.type == "cuda" else "float32"
+    model, _ = load_model(ckpt_io.resolve_checkpoint(init, "latest")[0], device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        export_model(model, Vocab(task.corpus.rows, task.corpus.cols), Path(tmp) / "hf", dtype=dtype)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(Path(tmp) / "hf", dtype=getattr(torch, dtype))
+    hf = hf.to(dev).eval()
+    batch = task.problems(np.arange(prompts)).prompts
+    width = max(len(p) for p in batch)
+    ids = torch.zeros((prompts, width), dtype=torch.int64)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(batch):  # left padding
+        ids[i, width - len(p):] = torch.from_numpy(p)
+        mask[i, width - len(p):] = 1
+    ids, mask = ids.to(dev), mask.to(dev)
+
+    def sample(n):
+        with torch.inference_mode():
+            return hf.generate(ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                               num_return_sequences=group, max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
+
+    sample(4)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    seqs = sample(budget)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - t0
+    tokens = (seqs.shape[1] - width) * seqs.shape[0]
+    return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}
+
+
+def report(result: dict) -> None:
+    print(f"GRPO, {result['preset']} preset, {result['grid']}x{result['grid']} mazes, {result['prompts']} prompts x "
+          f"{result['group']} samples, budget {result['budget']} tokens, device {result['device']}, "
+          f"torch threads {result['threads']}")
+    print("| rollout step | new tokens | rollout tokens/s | step (s) | " +
+          " | ".join(f"{p} (s, share)" for p in PARTS) + " |")
+    print("|---:|---:|---:|---:|" + "---:|" * len(PARTS))
+    for m in result["steps"]:
+        step = m["time_step_s"]
+        tokens = round(m["response_len_mean"] * m["samples"])
+        parts = " | ".join(f"{m[f'time_{p}_s']:.2f} ({m[f'time_{p}_s'] / step:.1%})" for p in PARTS)
+        print(f"| {m['rollout_step']} | {tokens:,} | {m['tokens_per_s']:,.0f} | {step:.2f} | {parts} |")
+    hf = result.get("hf")
+    if hf:
+        ours = max(m["tokens_per_s"] for m in result["steps"])
+        print(f"| transformers generate, same rows and budget | {hf['tokens']:,} | {hf['tokens_per_s']:,.0f} | "
+              f"{hf['seconds']:.2f} | ours / transformers: {ours / hf['tokens_per_s']:.2f}x |")
+
+
+# --------------------------------------------------------------------------------------------------
+# pytest-benchmark
+
+
+def test_grpo_tiny_cpu(benchmark, tmp_path):
+    result = benchmark.pedantic(lambda: run("tiny", 8, 16, 8, None, 2, "cpu", work=tmp_path), rounds=1,
+                                iterations=1)
+    last = result["steps"][-1]
+    benchmark.extra_info.update({"tokens_per_s": last["tokens_per_s"],
+                                 **{f"time_{p}_s": last[f"time_{p}_s"] for p in PARTS}})
+    report(result)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--grid", type=int, default=8, help="maze rows = cols")
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--group", type=int, default=8)
+    ap.add_argument("--budget", type=int, default=None, help="new tokens per row (default: the task's)")
+    ap.add_argument("--steps", type=int, default=2, help="rollout steps (the first includes warm-up)")
+    ap.add_argument("--hf", action="store_true", help="also time Hugging Face generate on the same rows")
+    args = ap.parse_args(argv)
+    report(run(args.preset, args.grid, args.prompts, args.group, args.budget, args.steps, args.device, args.hf))
+
+
+if __name__ == "__main__":
+    main()
