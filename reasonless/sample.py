@@ -12,9 +12,9 @@ cache is shared by its G rows, which store only their own new tokens.
 
 Sampling is greedy (temperature 0) or from softmax(logits / temperature), optionally limited to the
 top-k tokens and to the smallest set of tokens whose probability reaches top-p. The randomness is a
-counter-based hash of (seed, prompt index, sample index, step, token), turned into Gumbel noise, so a
-row's tokens depend on its prompt, the seed and its indices only, never on which rows share its batch
-or on ``batch_size``.
+counter-based hash of (seed, prompt index, sample index, step), one uniform number per row and step that
+picks the token by inverting the cumulative distribution, so a row's tokens depend on its prompt, the seed
+and its indices only, never on which rows share its batch or on ``batch_size``.
 
 Budgets: a row generates at most ``max_new_tokens`` tokens, and never more than
 ``model.config.max_seq_len - len(prompt)`` (a prompt plus its continuation fit the model's context);
@@ -127,13 +127,12 @@ class _Sampler:
     def __init__(self, sampling: Sampling, vocab_size: int, device):
         self.sampling = sampling
         self.vocab_size = vocab_size
-        self.token_hash = _mix32(torch.arange(vocab_size, dtype=torch.int64, device=device) ^ 0x5BD1E995)
 
-    def gumbel(self, keys: torch.Tensor, step: int) -> torch.Tensor:
-        """Standard Gumbel noise (rows, vocab) float64, a function of (key, step, token) only."""
-        bits = _mix32(_combine(keys, step & _M32)[:, None] ^ self.token_hash[None, :])
-        u = (bits.to(torch.float64) + 0.5) * (1.0 / 2**32)  # strictly inside (0, 1)
-        return -torch.log(-torch.log(u))
+    @staticmethod
+    def uniform(keys: torch.Tensor, step: int) -> torch.Tensor:
+        """One number per row, float64 strictly inside (0, 1), a function of (key, step) only."""
+        bits = _mix32(_combine(keys, step & _M32) ^ 0x5BD1E995)
+        return (bits.to(torch.float64) + 0.5) * (1.0 / 2**32)
 
     def __call__(self, logits: torch.Tensor, keys: torch.Tensor, step: int) -> torch.Tensor:
         s = self.sampling
@@ -150,8 +149,12 @@ class _Sampler:
             drop_sorted = (sorted_p.cumsum(-1) - sorted_p) >= s.top_p
             drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
             x = x.masked_fill(drop, float("-inf"))
-        # Gumbel-max: argmax(x + G) is distributed as softmax(x) over the tokens left.
-        return (x + self.gumbel(keys, step)).argmax(-1)
+        # Inverse CDF: the first token whose cumulative probability exceeds u. One hash per row and step (noise
+        # per token, as Gumbel-max needs, costs more than the model's step for a small model on CPU); tokens
+        # filtered out have probability 0, so a cumulative sum never stops on them.
+        cdf = torch.softmax(x, dim=-1).cumsum(-1)
+        u = self.uniform(keys, step)[:, None] * cdf[:, -1:]
+        return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_max(self.vocab_size - 1)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -355,12 +355,12 @@ def test_sampler_frequencies_follow_the_filtered_softmax():
     assert freqs(Sampling(temperature=5.0, top_p=1e-9))[0] == 1.0
 
 
-def test_noise_depends_only_on_key_step_and_token():
-    s = _Sampler(Sampling(temperature=1.0), 50, "cpu")
+def test_noise_depends_only_on_key_and_step():
     keys = torch.tensor([row_key(1, i, j) for i in range(4) for j in range(3)], dtype=torch.int64)
-    g = s.gumbel(keys, 5)
-    torch.testing.assert_close(s.gumbel(keys[[7, 2]], 5), g[[7, 2]], atol=0, rtol=0)
-    assert not torch.equal(s.gumbel(keys, 6), g)
+    u = _Sampler.uniform(keys, 5)
+    assert u.dtype == torch.float64 and bool(((u > 0) & (u < 1)).all()) and len(set(u.tolist())) == 12
+    torch.testing.assert_close(_Sampler.uniform(keys[[7, 2]], 5), u[[7, 2]], atol=0, rtol=0)
+    assert not torch.equal(_Sampler.uniform(keys, 6), u)
     assert len({row_key(0, i, j) for i in range(100) for j in range(8)}) == 800
     assert row_key(0, 5) != row_key(1, 5) and row_key(2**40, 5) != row_key(0, 5)
 
