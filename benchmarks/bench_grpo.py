@@ -4,8 +4,11 @@ A model with random weights (the preset's shape) is saved as the initial checkpo
 the prompts, and a few GRPO steps run with the verifier as the reward. Random weights rarely stop, so most rows
 use their whole token budget: the work per step is close to P × G × budget new tokens. The table reports, per
 step, the rollout tokens/s (new tokens / sampling time) and the split sample / verify / log-prob / update with
-each part's share of the step; ``--hf`` also times Hugging Face ``generate`` sampling the same P × G rows
-(``num_return_sequences=G``, the same budget, float32 on CPU and bf16 on CUDA) on the same weights.
+each part's share of the step; ``--hf`` also compares the sampler alone with Hugging Face ``generate`` on the same weights and the same
+fixed work: P prompts × G samples at temperature 1, every row exactly ``budget`` new tokens (no stop token for ours,
+``min_new_tokens`` for theirs, ``num_return_sequences=G``; float32 on CPU, bf16 on CUDA). The GRPO steps' own
+tokens/s are lower than that fixed-work figure: rows stop at different lengths, and the last rows of a batch
+decode alone.
 
     python benchmarks/bench_grpo.py                                   # CPU: tiny, 8x8 mazes, 16 prompts x 8
     python benchmarks/bench_grpo.py --device cuda --preset paper --grid 30 --prompts 64 --group 8 --budget 1000 --hf
@@ -26,7 +29,7 @@ from reasonless import checkpoint as ckpt_io
 from reasonless.corpus import Corpus, generate
 from reasonless.grpo import GRPOConfig, MazeTask, run_grpo
 from reasonless.model import Model, preset
-from reasonless.sample import load_model
+from reasonless.sample import Sampling, generate_groups, load_model
 
 PARTS = ("sample", "verify", "logprob", "update")
 
@@ -46,12 +49,36 @@ def run(preset_name: str, grid: int, prompts: int, group: int, budget: int | Non
                   "budget": summary["budget"], "device": device, "threads": torch.get_num_threads(),
                   "steps": summary["metrics"]}
         if hf:
-            result["hf"] = time_hf(tmp / "init", task, prompts, group, summary["budget"], device)
+            result["fixed"] = compare_samplers(tmp / "init", task, prompts, group, summary["budget"], device)
     return result
 
 
-def time_hf(init: Path, task: MazeTask, prompts: int, group: int, budget: int, device: str) -> dict | None:
-    """Hugging Face generate on the initial weights: P prompts × G samples at temperature 1, ``budget`` new
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def compare_samplers(init: Path, task: MazeTask, prompts: int, group: int, budget: int, device: str) -> dict:
+    """Ours (``generate_groups``) and Hugging Face generate on the initial weights, P prompts × G samples at
+    temperature 1, ``budget`` new tokens each; Hugging Face is left out (None) without transformers."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    batch = task.problems(np.arange(prompts)).prompts
+    model, _ = load_model(ckpt_io.resolve_checkpoint(init, "latest")[0], device=dev)
+    sampling = Sampling(temperature=1.0, seed=1)
+    generate_groups(model, batch[:2], 2, 4, stop_ids=(), sampling=sampling)  # warm-up
+    _sync(dev)
+    t0 = time.perf_counter()
+    out = generate_groups(model, batch, group, budget, stop_ids=(), sampling=sampling, batch_groups=prompts)
+    _sync(dev)
+    seconds = time.perf_counter() - t0
+    tokens = sum(len(t) for t in out.tokens)
+    ours = {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}
+    return {"ours": ours, "hf": time_hf(model.cpu(), task, batch, group, budget, dev)}
+
+
+def time_hf(model, task: MazeTask, batch: list, group: int, budget: int, dev: torch.device) -> dict | None:
+    """Hugging Face generate of ``model``'s weights: the prompts × G samples at temperature 1, ``budget`` new
     tokens each (min_new_tokens too, so that every row does the full work), or None without transformers."""
     try:
         import transformers
@@ -60,17 +87,13 @@ def time_hf(init: Path, task: MazeTask, prompts: int, group: int, budget: int, d
     except ImportError as exc:
         print(f"(Hugging Face comparison skipped: {exc})", file=sys.stderr)
         return None
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
     dtype = "bfloat16" if dev.type == "cuda" else "float32"
-    model, _ = load_model(ckpt_io.resolve_checkpoint(init, "latest")[0], device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         export_model(model, Vocab(task.corpus.rows, task.corpus.cols), Path(tmp) / "hf", dtype=dtype)
         hf = transformers.AutoModelForCausalLM.from_pretrained(Path(tmp) / "hf", dtype=getattr(torch, dtype))
     hf = hf.to(dev).eval()
-    batch = task.problems(np.arange(prompts)).prompts
     width = max(len(p) for p in batch)
-    ids = torch.zeros((prompts, width), dtype=torch.int64)
+    ids = torch.zeros((len(batch), width), dtype=torch.int64)
     mask = torch.zeros_like(ids)
     for i, p in enumerate(batch):  # left padding
         ids[i, width - len(p):] = torch.from_numpy(p)
@@ -83,12 +106,10 @@ def time_hf(init: Path, task: MazeTask, prompts: int, group: int, budget: int, d
                                num_return_sequences=group, max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
 
     sample(4)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    _sync(dev)
     t0 = time.perf_counter()
     seqs = sample(budget)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    _sync(dev)
     seconds = time.perf_counter() - t0
     tokens = (seqs.shape[1] - width) * seqs.shape[0]
     return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}
@@ -106,11 +127,18 @@ def report(result: dict) -> None:
         tokens = round(m["response_len_mean"] * m["samples"])
         parts = " | ".join(f"{m[f'time_{p}_s']:.2f} ({m[f'time_{p}_s'] / step:.1%})" for p in PARTS)
         print(f"| {m['rollout_step']} | {tokens:,} | {m['tokens_per_s']:,.0f} | {step:.2f} | {parts} |")
-    hf = result.get("hf")
-    if hf:
-        ours = max(m["tokens_per_s"] for m in result["steps"])
-        print(f"| transformers generate, same rows and budget | {hf['tokens']:,} | {hf['tokens_per_s']:,.0f} | "
-              f"{hf['seconds']:.2f} | ours / transformers: {ours / hf['tokens_per_s']:.2f}x |")
+    fixed = result.get("fixed")
+    if fixed:
+        print(f"\nSampling alone, {result['prompts']} x {result['group']} rows of exactly {result['budget']} new tokens")
+        print("| sampler | new tokens | seconds | new tokens/s |")
+        print("|---|---:|---:|---:|")
+        rows = [("reasonless generate_groups", fixed["ours"])]
+        if fixed["hf"]:
+            rows.append(("transformers generate", fixed["hf"]))
+        for name, r in rows:
+            print(f"| {name} | {r['tokens']:,} | {r['seconds']:.2f} | {r['tokens_per_s']:,.0f} |")
+        if fixed["hf"]:
+            print(f"| ours / transformers | | | {fixed['ours']['tokens_per_s'] / fixed['hf']['tokens_per_s']:.2f}x |")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -135,7 +163,8 @@ def main(argv=None) -> None:
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--budget", type=int, default=None, help="new tokens per row (default: the task's)")
     ap.add_argument("--steps", type=int, default=2, help="rollout steps (the first includes warm-up)")
-    ap.add_argument("--hf", action="store_true", help="also time Hugging Face generate on the same rows")
+    ap.add_argument("--hf", action="store_true",
+                    help="also compare the sampler alone with Hugging Face generate (same rows, fixed length)")
     args = ap.parse_args(argv)
     report(run(args.preset, args.grid, args.prompts, args.group, args.budget, args.steps, args.device, args.hf))
 
