@@ -17,7 +17,6 @@ decode alone.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +29,8 @@ from reasonless.corpus import Corpus, generate
 from reasonless.grpo import GRPOConfig, MazeTask, run_grpo
 from reasonless.model import Model, preset
 from reasonless.sample import Sampling, generate_groups, load_model
+
+from bench_sample import hf_twin, sync, time_hf_generate  # benchmarks/ is on sys.path: run as a script or by pytest
 
 PARTS = ("sample", "verify", "logprob", "update")
 
@@ -53,11 +54,6 @@ def run(preset_name: str, grid: int, prompts: int, group: int, budget: int | Non
     return result
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def compare_samplers(init: Path, task: MazeTask, prompts: int, group: int, budget: int, device: str) -> dict:
     """Ours (``generate_groups``) and Hugging Face generate on the initial weights, P prompts × G samples at
     temperature 1, ``budget`` new tokens each; Hugging Face is left out (None) without transformers."""
@@ -67,10 +63,10 @@ def compare_samplers(init: Path, task: MazeTask, prompts: int, group: int, budge
     model, _ = load_model(ckpt_io.resolve_checkpoint(init, "latest")[0], device=dev)
     sampling = Sampling(temperature=1.0, seed=1)
     generate_groups(model, batch[:2], 2, 4, stop_ids=(), sampling=sampling)  # warm-up
-    _sync(dev)
+    sync(dev)
     t0 = time.perf_counter()
     out = generate_groups(model, batch, group, budget, stop_ids=(), sampling=sampling, batch_groups=prompts)
-    _sync(dev)
+    sync(dev)
     seconds = time.perf_counter() - t0
     tokens = sum(len(t) for t in out.tokens)
     ours = {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}
@@ -79,40 +75,15 @@ def compare_samplers(init: Path, task: MazeTask, prompts: int, group: int, budge
 
 def time_hf(model, task: MazeTask, batch: list, group: int, budget: int, dev: torch.device) -> dict | None:
     """Hugging Face generate of ``model``'s weights: the prompts × G samples at temperature 1, ``budget`` new
-    tokens each (min_new_tokens too, so that every row does the full work), or None without transformers."""
-    try:
-        import transformers
-        from reasonless.export_hf import export_model
-        from reasonless.vocab import Vocab
-    except ImportError as exc:
-        print(f"(Hugging Face comparison skipped: {exc})", file=sys.stderr)
+    tokens each (every row does the full work), or None without transformers."""
+    from reasonless.vocab import Vocab
+
+    twin = hf_twin(model, Vocab(task.corpus.rows, task.corpus.cols), dev)
+    if twin is None:
         return None
-    dtype = "bfloat16" if dev.type == "cuda" else "float32"
-    with tempfile.TemporaryDirectory() as tmp:
-        export_model(model, Vocab(task.corpus.rows, task.corpus.cols), Path(tmp) / "hf", dtype=dtype)
-        hf = transformers.AutoModelForCausalLM.from_pretrained(Path(tmp) / "hf", dtype=getattr(torch, dtype))
-    hf = hf.to(dev).eval()
-    width = max(len(p) for p in batch)
-    ids = torch.zeros((len(batch), width), dtype=torch.int64)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(batch):  # left padding
-        ids[i, width - len(p):] = torch.from_numpy(p)
-        mask[i, width - len(p):] = 1
-    ids, mask = ids.to(dev), mask.to(dev)
-
-    def sample(n):
-        with torch.inference_mode():
-            return hf.generate(ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                               num_return_sequences=group, max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
-
-    sample(4)
-    _sync(dev)
-    t0 = time.perf_counter()
-    seqs = sample(budget)
-    _sync(dev)
-    seconds = time.perf_counter() - t0
-    tokens = (seqs.shape[1] - width) * seqs.shape[0]
-    return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}
+    seconds, seqs = time_hf_generate(twin[0], batch, budget, dev, do_sample=True, temperature=1.0, top_k=0,
+                                     top_p=1.0, num_return_sequences=group)
+    return {"seconds": seconds, "tokens": seqs.numel(), "tokens_per_s": seqs.numel() / seconds}
 
 
 def report(result: dict) -> None:

@@ -62,21 +62,26 @@ def time_ours(model: Model, prompts, new_tokens: int, device: str, warmup: bool 
             "out": out}
 
 
-def time_hf(model: Model, prompts, new_tokens: int, device: str) -> dict | None:
-    """Hugging Face generate on the same weights, or None where transformers / export_hf are missing. In the
-    precision ours runs in: bf16 on CUDA (ours runs under bf16 autocast there), float32 on CPU."""
+def hf_twin(model: Model, vocab, device) -> tuple | None:
+    """``model``'s weights as a transformers model on `device`, in the precision ours runs in: bf16 on CUDA (ours
+    runs under bf16 autocast there), float32 on CPU; with its dtype name. None where transformers or export_hf
+    is missing."""
     try:
         import transformers
         from reasonless.export_hf import export_model
-        from reasonless.vocab import Vocab
     except ImportError as exc:
         print(f"(Hugging Face comparison skipped: {exc})", file=sys.stderr)
         return None
+    dtype = "bfloat16" if torch.device(device).type == "cuda" else "float32"
     with tempfile.TemporaryDirectory() as tmp:
-        out_dir = Path(tmp) / "hf"
-        dtype = "bfloat16" if torch.device(device).type == "cuda" else "float32"
-        export_model(model, Vocab(30, 30), out_dir, dtype=dtype)
-        hf = transformers.AutoModelForCausalLM.from_pretrained(out_dir, dtype=getattr(torch, dtype)).to(device).eval()
+        export_model(model, vocab, Path(tmp) / "hf", dtype=dtype)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(Path(tmp) / "hf", dtype=getattr(torch, dtype))
+    return hf.to(device).eval(), dtype
+
+
+def time_hf_generate(hf, prompts, new_tokens: int, device, **options) -> tuple[float, torch.Tensor]:
+    """Seconds of one ``hf.generate`` call on the left-padded `prompts` making exactly `new_tokens` per row
+    (``min_new_tokens`` too), after a 4-token warm-up, and the new tokens it made ((rows, new_tokens))."""
     width = max(len(p) for p in prompts)
     ids = torch.zeros((len(prompts), width), dtype=torch.int64)
     mask = torch.zeros_like(ids)
@@ -84,23 +89,33 @@ def time_hf(model: Model, prompts, new_tokens: int, device: str) -> dict | None:
         ids[i, width - len(p):] = torch.from_numpy(p)
         mask[i, width - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
-    # The default (dynamic) cache: HF's static cache compiles the model for each cache length, which
-    # would be timed here or need a second full-length run to warm up.
-    kwargs = dict(attention_mask=mask, do_sample=False, pad_token_id=0)
 
     def run(n):
         with torch.inference_mode():
-            return hf.generate(ids, max_new_tokens=n, min_new_tokens=n, **kwargs)
+            return hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, pad_token_id=0,
+                               **options)
 
     run(4)
     sync(device)
     t0 = time.perf_counter()
     seqs = run(new_tokens)
     sync(device)
-    dt = time.perf_counter() - t0
-    n = (seqs.shape[1] - width) * len(prompts)
-    return {"impl": f"transformers generate ({dtype})", "seconds": dt, "tokens": n,
-            "tokens_per_s": n / dt, "seqs": seqs[:, width:].cpu().numpy()}
+    return time.perf_counter() - t0, seqs[:, width:]
+
+
+def time_hf(model: Model, prompts, new_tokens: int, device: str) -> dict | None:
+    """Hugging Face generate on the same weights, greedy, or None where transformers / export_hf are missing.
+    With transformers' default (dynamic) cache: its static cache compiles the model for each cache length, which
+    would be timed here or need a second full-length run to warm up."""
+    from reasonless.vocab import Vocab
+
+    twin = hf_twin(model, Vocab(30, 30), device)
+    if twin is None:
+        return None
+    seconds, seqs = time_hf_generate(twin[0], prompts, new_tokens, device, do_sample=False)
+    n = seqs.numel()
+    return {"impl": f"transformers generate ({twin[1]})", "seconds": seconds, "tokens": n,
+            "tokens_per_s": n / seconds, "seqs": seqs.cpu().numpy()}
 
 
 def report(rows: list[dict], title: str) -> None:
