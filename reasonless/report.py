@@ -24,7 +24,7 @@ import numpy as np
 from .atomic import atomic_file
 from .evaluate import metrics_of_rows, summary_path
 from .metrics import format_rate, length_bins, validity_by_bin
-from .verifier import MODES
+from .verifier import MODES, jsonl_objects
 
 N_BINS = 5
 
@@ -44,25 +44,13 @@ def read_eval(path: str | os.PathLike) -> Evaluation:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such eval file")
     rows = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
-                                 f"{err.start + 1})") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err})") from None
-            missing = [k for k in ("suite", "hit_budget", "generated_ops", "reference_ops", *MODES)
-                       if not isinstance(row, dict) or k not in row]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: not an eval row (missing {', '.join(missing)}); eval files are "
-                                 f"written by `reasonless eval`")
-            rows.append(row)
+    for lineno, row in jsonl_objects(path):
+        missing = [k for k in ("suite", "hit_budget", "generated_ops", "reference_ops", *MODES)
+                   if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ValueError(f"{path}:{lineno}: not an eval row (missing {', '.join(missing)}); eval files are "
+                             f"written by `reasonless eval`")
+        rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no rows")
     meta = {}
