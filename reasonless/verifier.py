@@ -359,17 +359,20 @@ def _verify_group(batch: list, mode: str, threads: int) -> Verdicts:
 
 
 def jsonl_objects(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
-    """(line number, parsed JSON) of each non-blank line of a JSONL file; a line that is not JSON raises ValueError
-    naming it."""
+    """(line number, parsed JSON) of each non-blank line of a JSONL file (UTF-8, a byte-order mark at its start
+    allowed); a line that is not UTF-8 or not JSON raises ValueError naming it."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
             try:
-                obj = json.loads(raw)
+                # Decoded here, not by json.loads(bytes), which would also take a line for UTF-16 or UTF-32.
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as err:
                 raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
                                  f"{err.start + 1})") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({err})") from None
             yield lineno, obj

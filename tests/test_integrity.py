@@ -140,6 +140,9 @@ def test_non_utf8_input_is_an_error_naming_file_and_line(tmp_path, capsys):
     ev.write_bytes(b"\xff\n")
     assert main(["report", str(ev), "--out", str(tmp_path / "r")]) == 2
     assert f"{ev}:1: not UTF-8 text" in capsys.readouterr().err
+    ev.write_bytes('{"suite": "wilson"}'.encode("utf-16-le") + b"\n")  # json.loads(bytes) would take it for UTF-16
+    assert main(["report", str(ev), "--out", str(tmp_path / "r")]) == 2
+    assert f"{ev}:1: not valid JSON" in capsys.readouterr().err
 
 
 def test_leftovers_of_a_killed_export_are_removed_by_the_next_run(corpus_dir, tmp_path):
