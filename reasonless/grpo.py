@@ -448,11 +448,11 @@ def response_logprobs(model, prompts: Sequence, responses: Sequence, *, temperat
     lengths = [len(s) for s in seqs]
     tokens = torch.from_numpy(np.concatenate(seqs)).to(device)
     cu = torch.tensor([0, *np.cumsum(lengths).tolist()], dtype=torch.int32, device=device)
-    with autocast if autocast is not None else nullcontext():
-        logits = model(tokens, cu, None, max(lengths))
     sel = torch.from_numpy(np.concatenate(select)).to(device)
     tgt = torch.from_numpy(np.concatenate(targets)).to(device)
-    logp_all = torch.log_softmax(_work_dtype(logits[sel]) / temperature, dim=-1)
+    with autocast if autocast is not None else nullcontext():
+        logits = model(tokens, cu, None, max(lengths), rows=sel)
+    logp_all = torch.log_softmax(_work_dtype(logits) / temperature, dim=-1)
     logp = logp_all.gather(1, tgt[:, None]).squeeze(1)
     ent = -(logp_all.exp() * logp_all).sum(dim=-1) if entropy else None
     return logp, ent

@@ -290,25 +290,12 @@ def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, total_tokens: int) -> to
 # Decode attention: one new query per sequence against a key/value cache
 
 
-def _masked_attention(q, k, v, lengths, scale):
-    """Attention of ``q`` (N, Hkv, M, D) — M queries per KV head of sequence n — over keys ``k``, ``v``
-    (N, S, Hkv, D) of which positions [0, lengths[n]) count. Returns the output (N, Hkv, M, D) and the
-    log-sum-exp of the scores (N, Hkv, M), both in float32 or wider; a sequence with no key gives
-    output 0 and log-sum-exp −inf, so that it weighs nothing when parts are merged."""
-    work = torch.promote_types(q.dtype, torch.float32)
-    s_max = k.shape[1]
-    # KVCache stores each head's keys as contiguous rows, (N, Hkv, S, D) in memory, so that these views
-    # are one batched matrix product over all heads that BLAS reads in place.
-    q, k, v = q.to(work), k.to(work).transpose(1, 2), v.to(work).transpose(1, 2)
-    scores = torch.matmul(q, k.transpose(2, 3)) * scale
-    valid = torch.arange(s_max, device=q.device)[None, :] < lengths.to(torch.int64)[:, None]
-    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
-    peak = scores.amax(-1, keepdim=True)
-    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    p = torch.exp(scores - peak)
-    total = p.sum(-1, keepdim=True)
-    out = torch.matmul(p, v) / total.clamp_min(torch.finfo(work).tiny)
-    return out, (total.log() + peak).squeeze(-1)
+def decode_key_bias(lengths: torch.Tensor, n_keys: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, n_keys) of ``dtype``: 0 at the cache positions [0, lengths[b]) that row b attends to, −inf beyond.
+    Added to the scores, it masks them at a fraction of a masked fill's cost on CPU; whatever a cache holds
+    beyond a row's length must then be finite (a KVCache's always is: zeros or keys written earlier)."""
+    beyond = torch.arange(n_keys, device=lengths.device)[None, :] >= lengths.to(torch.int64)[:, None]
+    return torch.zeros(beyond.shape, device=lengths.device, dtype=dtype).masked_fill_(beyond, float("-inf"))
 
 
 def _check_decode_shapes(q, k_cache, v_cache, cache_seqlens):
@@ -323,14 +310,23 @@ def _check_decode_shapes(q, k_cache, v_cache, cache_seqlens):
                          f"{cache_seqlens.dtype} {tuple(cache_seqlens.shape)}")
 
 
+def _check_key_bias(key_bias, b: int, n_keys: int, dtype):
+    if key_bias.dtype != dtype or key_bias.shape != (b, n_keys):
+        raise ValueError(f"decode attention: key_bias must be {dtype} ({b}, {n_keys}); got {key_bias.dtype} "
+                         f"{tuple(key_bias.shape)}")
+
+
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cache_seqlens: torch.Tensor,
-                     backend: str = "torch") -> torch.Tensor:
+                     backend: str = "torch", key_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """One query token per sequence against its cache.
 
     ``q``: (B, Hq, D); ``k_cache``, ``v_cache``: (B, S, Hkv, D) (views of a larger cache are fine);
     ``cache_seqlens``: int32 (B,), sequence b attends to cache positions [0, cache_seqlens[b]) (its own
-    new key already written at cache_seqlens[b]-1). Query head h reads KV head h // (Hq/Hkv).
-    Returns (B, Hq, D) in q's dtype."""
+    new key already written at cache_seqlens[b]-1; 0 gives an output of 0). Query head h reads KV head
+    h // (Hq/Hkv). The torch path needs finite values beyond a row's length (they get no weight).
+    ``key_bias``: that path's mask, :func:`decode_key_bias` (cache_seqlens, S, float32 or float64 as q's
+    precision), made here when None; a caller passes it to share one mask between layers, and then every row
+    must have a key. Returns (B, Hq, D) in q's dtype."""
     _check_decode_shapes(q, k_cache, v_cache, cache_seqlens)
     scale = 1.0 / math.sqrt(q.shape[2])
     if backend == "triton":
@@ -338,30 +334,38 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     if backend != "torch":
         raise ValueError(f"unknown attention backend {backend!r}; backends are: {', '.join(ATTENTION_BACKENDS)}")
     b, hq, d = q.shape
-    hkv = k_cache.shape[2]
-    # No log-sum-exp to return here, so one fused softmax replaces _masked_attention's separate max, exp and sum.
+    hkv, s = k_cache.shape[2], k_cache.shape[1]
     work = torch.promote_types(q.dtype, torch.float32)
+    given = key_bias is not None
+    if not given:
+        key_bias = decode_key_bias(cache_seqlens, s, work)
+    _check_key_bias(key_bias, b, s, work)
+    # The cache stores a head's keys as contiguous rows, so these views are one batched product that BLAS
+    # reads in place. The scale goes on q (Hq·D numbers), not on the scores (Hq·S).
     k, v = k_cache.to(work).transpose(1, 2), v_cache.to(work).transpose(1, 2)
-    scores = torch.matmul(q.to(work).view(b, hkv, hq // hkv, d), k.transpose(2, 3)).mul_(scale)
-    lengths = cache_seqlens.to(torch.int64)[:, None]
-    beyond = torch.arange(k.shape[2], device=q.device)[None, :] >= lengths
-    scores.masked_fill_(beyond[:, None, None, :], float("-inf"))
+    scores = torch.matmul((q.to(work) * scale).view(b, hkv, hq // hkv, d), k.transpose(2, 3))
+    scores += key_bias[:, None, None, :]
     out = torch.matmul(torch.softmax(scores, dim=-1), v)
-    # A sequence with no key has an all -inf row, whose softmax is NaN; its output is 0, as _masked_attention's.
-    out = torch.where(lengths[:, :, None, None] > 0, out, 0.0)
+    if not given:  # a row with no key has an all -inf row of scores, whose softmax is NaN: it gets 0
+        out = torch.where(cache_seqlens[:, None, None, None] > 0, out, 0.0)
     return out.reshape(b, hq, d).to(q.dtype)
 
 
 def decode_attention_prefix_shared(q: torch.Tensor, prefix_k: torch.Tensor, prefix_v: torch.Tensor,
                                    prefix_seqlens: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                                   cache_seqlens: torch.Tensor, group_size: int, backend: str = "torch") -> torch.Tensor:
+                                   cache_seqlens: torch.Tensor, group_size: int, backend: str = "torch",
+                                   key_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:func:`decode_attention` for groups of sequences that continue one shared prompt.
 
     ``q``: (B, Hq, D) with B = n_groups·group_size, sequence b in group b // group_size;
     ``prefix_k``, ``prefix_v``: (n_groups, P, Hkv, D), the group's prompt (stored once), of which
     [0, prefix_seqlens[g]) counts; ``k_cache``, ``v_cache``: (B, S, Hkv, D), each sequence's own tokens
-    after the prompt, [0, cache_seqlens[b]) counting (0 allowed). The torch path attends to both parts
-    separately and merges them by their log-sum-exp, so the prompt is neither copied nor repeated."""
+    after the prompt, [0, cache_seqlens[b]) counting (0 allowed). ``key_bias``: the torch path's mask over the
+    P prompt positions then the S own ones, :func:`prefix_shared_key_bias`, made here when None (as in
+    :func:`decode_attention`).
+
+    The torch path scores a group's queries against its prompt once, puts those scores beside each sequence's
+    scores for its own tokens, and takes one softmax over both: the prompt is neither copied nor repeated."""
     _check_decode_shapes(q, k_cache, v_cache, cache_seqlens)
     b, hq, d = q.shape
     n_groups = prefix_k.shape[0]
@@ -379,19 +383,39 @@ def decode_attention_prefix_shared(q: torch.Tensor, prefix_k: torch.Tensor, pref
                       sm_scale=scale)
     if backend != "torch":
         raise ValueError(f"unknown attention backend {backend!r}; backends are: {', '.join(ATTENTION_BACKENDS)}")
-    hkv = k_cache.shape[2]
+    g, hkv, p, s = group_size, k_cache.shape[2], prefix_k.shape[1], k_cache.shape[1]
     rep = hq // hkv
+    dtype, work = q.dtype, torch.promote_types(q.dtype, torch.float32)
+    given = key_bias is not None
+    if not given:
+        key_bias = prefix_shared_key_bias(prefix_seqlens, p, cache_seqlens, s, work)
+    _check_key_bias(key_bias, b, p + s, work)
+    q = (q.to(work) * scale).view(n_groups, g, hkv, rep, d)
     # A group's queries, all its samples' heads side by side, against the prompt stored once.
-    qg = q.view(n_groups, group_size, hkv, rep, d).permute(0, 2, 1, 3, 4).reshape(n_groups, hkv, group_size * rep, d)
-    out_p, lse_p = _masked_attention(qg, prefix_k, prefix_v, prefix_seqlens, scale)
-    out_p = out_p.view(n_groups, hkv, group_size, rep, d).permute(0, 2, 1, 3, 4).reshape(b, hkv, rep, d)
-    lse_p = lse_p.view(n_groups, hkv, group_size, rep).permute(0, 2, 1, 3).reshape(b, hkv, rep)
-    out_c, lse_c = _masked_attention(q.view(b, hkv, rep, d), k_cache, v_cache, cache_seqlens, scale)
-    peak = torch.maximum(lse_p, lse_c)
-    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    w_p, w_c = torch.exp(lse_p - peak)[..., None], torch.exp(lse_c - peak)[..., None]
-    out = (w_p * out_p + w_c * out_c) / (w_p + w_c).clamp_min(torch.finfo(out_p.dtype).tiny)
-    return out.reshape(b, hq, d).to(q.dtype)
+    scores_p = torch.matmul(q.transpose(1, 2).reshape(n_groups, hkv, g * rep, d),
+                            prefix_k.to(work).permute(0, 2, 3, 1))  # (n_groups, Hkv, g·rep, P)
+    scores_c = torch.matmul(q.view(b, hkv, rep, d), k_cache.to(work).permute(0, 2, 3, 1))  # (B, Hkv, rep, S)
+    scores = torch.cat((scores_p.view(n_groups, hkv, g, rep, p).transpose(1, 2),
+                        scores_c.view(n_groups, g, hkv, rep, s)), dim=-1).view(b, hkv, rep, p + s)
+    scores += key_bias[:, None, None, :]
+    weights = torch.softmax(scores, dim=-1)
+    weights_p = weights[..., :p].reshape(n_groups, g, hkv, rep, p).transpose(1, 2).reshape(n_groups, hkv, g * rep, p)
+    out_p = torch.matmul(weights_p, prefix_v.to(work).transpose(1, 2))  # (n_groups, Hkv, g·rep, D)
+    out = torch.matmul(weights[..., p:], v_cache.to(work).transpose(1, 2))  # (B, Hkv, rep, D)
+    out = out.view(n_groups, g, hkv, rep, d) + out_p.view(n_groups, hkv, g, rep, d).transpose(1, 2)
+    if not given:  # a row with no key at all (empty prompt and no own token) gets 0, as in decode_attention
+        has_keys = prefix_seqlens.repeat_interleave(g) + cache_seqlens > 0
+        out = torch.where(has_keys.view(n_groups, g, 1, 1, 1), out, 0.0)
+    return out.reshape(b, hq, d).to(dtype)
+
+
+def prefix_shared_key_bias(prefix_seqlens: torch.Tensor, n_prefix: int, cache_seqlens: torch.Tensor, n_keys: int,
+                           dtype: torch.dtype) -> torch.Tensor:
+    """(B, n_prefix + n_keys): the key mask of :func:`decode_attention_prefix_shared` as :func:`decode_key_bias`
+    makes it, the group's prompt positions [0, n_prefix) then the sequence's own positions [0, n_keys)."""
+    group_size = cache_seqlens.shape[0] // max(prefix_seqlens.shape[0], 1)
+    return torch.cat((decode_key_bias(prefix_seqlens.repeat_interleave(group_size), n_prefix, dtype),
+                      decode_key_bias(cache_seqlens, n_keys, dtype)), dim=1)
 
 
 class KVCache:
@@ -432,7 +456,9 @@ class KVCache:
         self._mode = None
         self._dest = None  # prefill: (slot, position) of every packed token; decode: (row, position)
         self._seqlens = None
+        self._key_bias = None  # a decode step's torch-path mask, made by its first layer, shared by the others
         self._fused = {}
+        self._rope = None
 
     @property
     def batch(self) -> int:
@@ -480,7 +506,7 @@ class KVCache:
         self.lengths = self._seqlens if advance is None else torch.where(advance, self._seqlens, self.lengths)
         # A cheap bound without a host sync; the caller keeps every row within the cache.
         self.max_length = min(self.max_length + 1, self.k.shape[3])
-        self._mode = self._dest = self._seqlens = None
+        self._mode = self._dest = self._seqlens = self._key_bias = None
 
     def end_prefill(self) -> None:
         self._mode = self._dest = None
@@ -488,7 +514,16 @@ class KVCache:
     def abort_decode(self) -> None:
         """Leaves the cache as before a decode step that failed half-way (lengths unchanged; the positions
         written are rewritten by the next step)."""
-        self._mode = self._dest = self._seqlens = None
+        self._mode = self._dest = self._seqlens = self._key_bias = None
+
+    def rope(self, positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+        """:func:`rope_cos_sin` of ``positions``, looked up in a table of every position the cache can hold
+        (made on first use): a decoding step then costs two lookups instead of computing the angles."""
+        if self._rope is None or self._rope[0].dtype != dtype:
+            room = self.k.shape[3] + (0 if self.group_size is None else self.prefix_k.shape[3])
+            self._rope = rope_cos_sin(torch.arange(room, device=self.k.device), head_dim, theta, dtype)
+        cos, sin = self._rope
+        return cos[positions], sin[positions]
 
     def fused(self, *linears: nn.Linear) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """One weight (and bias) for ``linears`` that read the same input, so that a decoding step computes
@@ -520,11 +555,16 @@ class KVCache:
         upto = min(self.max_length + 1, self.k.shape[3])
         kc, vc = self.layer(self.k, layer, upto), self.layer(self.v, layer, upto)
         q = q.to(kc.dtype)
+        if backend == "torch" and self._key_bias is None:
+            work = torch.promote_types(q.dtype, torch.float32)
+            self._key_bias = decode_key_bias(self._seqlens, upto, work) if self.group_size is None else \
+                prefix_shared_key_bias(self.prefix_lengths, self.prefix_k.shape[3], self._seqlens, upto, work)
+        bias = self._key_bias if backend == "torch" else None
         if self.group_size is None:
-            return decode_attention(q, kc, vc, self._seqlens, backend=backend)
+            return decode_attention(q, kc, vc, self._seqlens, backend=backend, key_bias=bias)
         return decode_attention_prefix_shared(q, self.layer(self.prefix_k, layer), self.layer(self.prefix_v, layer),
                                               self.prefix_lengths, kc, vc, self._seqlens, self.group_size,
-                                              backend=backend)
+                                              backend=backend, key_bias=bias)
 
     # Dropping finished rows
 
@@ -558,9 +598,7 @@ class RMSNorm(nn.Module):
     def forward(self, x):
         # Normalize in float32 under bf16 autocast, as Qwen2 does, so exported logits match.
         dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(dtype)
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype = torch.float32):
@@ -683,13 +721,16 @@ class Model(nn.Module):
         nn.init.ones_(self.norm.weight)
 
     def forward(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor, positions: Optional[torch.Tensor] = None,
-                max_seqlen: Optional[int] = None) -> torch.Tensor:
+                max_seqlen: Optional[int] = None, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits (total_tokens, vocab_size) for packed ``tokens`` int64 (total_tokens,).
 
         ``positions`` defaults to each token's offset in its example. ``max_seqlen`` (the longest
         example) is computed from ``cu_seqlens`` when not given, at the cost of one host sync.
+        ``rows`` (int64 token indices): only these tokens' logits, (len(rows), vocab_size), in that order; the
+        output projection, the largest product of a small model, then skips the tokens nobody scores.
         """
-        return self._logits(self._hidden(tokens, cu_seqlens, positions, max_seqlen))
+        x = self._hidden(tokens, cu_seqlens, positions, max_seqlen)
+        return self._logits(x if rows is None else x[rows])
 
     def prefill(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Runs packed prompts (as :meth:`forward`) and stores their keys and values in ``cache``:
@@ -737,7 +778,8 @@ class Model(nn.Module):
         elif positions.shape != tokens.shape:
             raise ValueError(f"positions must have the shape of tokens {tuple(tokens.shape)}; got {tuple(positions.shape)}")
         rope_dtype = torch.float64 if self.embed_tokens.weight.dtype == torch.float64 else torch.float32
-        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, rope_dtype)
+        rope = rope_cos_sin if cache is None else cache.rope
+        cos, sin = rope(positions, self.config.head_dim, self.config.rope_theta, rope_dtype)
         x = self.embed_tokens(tokens)
         for block in self.layers:
             x = block(x, cos, sin, cu_seqlens, max_seqlen, self.attn_backend, cache)

@@ -123,18 +123,38 @@ def row_key(seed: int, prompt: int, sample: int = 0) -> int:
     return h
 
 
+def uniforms(keys: torch.Tensor, first_step: int, n_steps: int) -> torch.Tensor:
+    """The uniform number of each row (``keys`` int64 (R,)) at steps first_step .. first_step+n_steps-1:
+    float64 (R, n_steps) strictly inside (0, 1), each a function of (key, step) only."""
+    steps = torch.arange(first_step, first_step + n_steps, dtype=torch.int64, device=keys.device) & _M32
+    bits = _mix32(_combine(keys[:, None], steps[None, :]) ^ 0x5BD1E995)
+    return (bits.to(torch.float64) + 0.5) * (1.0 / 2**32)
+
+
+class _Draws:
+    """The rows' uniform numbers for the coming steps, hashed ``BLOCK`` steps at a time: the hash is some sixty
+    small tensor operations, which cost more than a small model's decoding step when done every step."""
+    BLOCK = 64
+
+    def __init__(self, keys: torch.Tensor):
+        self.keys, self.block, self.first = keys, None, 0
+
+    def at(self, step: int) -> torch.Tensor:
+        if self.block is None or not self.first <= step < self.first + self.BLOCK:
+            self.block, self.first = uniforms(self.keys, step, self.BLOCK), step
+        return self.block[:, step - self.first]
+
+    def keep(self, index: torch.Tensor) -> None:
+        self.keys = self.keys[index]
+        self.block = None if self.block is None else self.block[index]
+
+
 class _Sampler:
     def __init__(self, sampling: Sampling, vocab_size: int, device):
         self.sampling = sampling
         self.vocab_size = vocab_size
 
-    @staticmethod
-    def uniform(keys: torch.Tensor, step: int) -> torch.Tensor:
-        """One number per row, float64 strictly inside (0, 1), a function of (key, step) only."""
-        bits = _mix32(_combine(keys, step & _M32) ^ 0x5BD1E995)
-        return (bits.to(torch.float64) + 0.5) * (1.0 / 2**32)
-
-    def __call__(self, logits: torch.Tensor, keys: torch.Tensor, step: int) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, draws: _Draws, step: int) -> torch.Tensor:
         s = self.sampling
         if s.greedy:
             return logits.argmax(-1)
@@ -149,11 +169,11 @@ class _Sampler:
             drop_sorted = (sorted_p.cumsum(-1) - sorted_p) >= s.top_p
             drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
             x = x.masked_fill(drop, float("-inf"))
-        # Inverse CDF: the first token whose cumulative probability exceeds u. One hash per row and step (noise
+        # Inverse CDF: the first token whose cumulative probability exceeds u. One uniform per row and step (noise
         # per token, as Gumbel-max needs, costs more than the model's step for a small model on CPU); tokens
         # filtered out have probability 0, so a cumulative sum never stops on them.
         cdf = torch.softmax(x, dim=-1).cumsum(-1)
-        u = self.uniform(keys, step)[:, None] * cdf[:, -1:]
+        u = draws.at(step)[:, None] * cdf[:, -1:]
         return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_max(self.vocab_size - 1)
 
 
@@ -256,12 +276,12 @@ def _run_batch(model: Model, prompts: list[np.ndarray], budgets: np.ndarray, key
     if g > 1:
         logits = logits.repeat_interleave(g, dim=0)
 
-    keys_t = torch.tensor(keys, dtype=torch.int64, device=device)
+    draws = _Draws(torch.tensor(keys, dtype=torch.int64, device=device))
     budgets_t = torch.from_numpy(budgets).to(device)
     stops_t = torch.tensor(stop_ids, dtype=torch.int64, device=device)
     out = torch.zeros((n_rows, max_budget), dtype=torch.int64, device=device)
     rows = torch.arange(n_rows, device=device)  # the batch row of each cache row (rows get dropped)
-    tok = sampler(logits.float(), keys_t, 0)
+    tok = sampler(logits.float(), draws, 0)
     out[:, 0] = tok
     done = torch.isin(tok, stops_t) | (budgets_t <= 1)
     # On CUDA, a host sync per step would stall the launch queue; a few wasted steps cost less.
@@ -276,7 +296,8 @@ def _run_batch(model: Model, prompts: list[np.ndarray], budgets: np.ndarray, key
                 if n_running <= cache.batch // 2:
                     keep = running.nonzero().squeeze(1)
                     cache.keep(keep)
-                    rows, tok, done, keys_t, budgets_t = (t[keep] for t in (rows, tok, done, keys_t, budgets_t))
+                    rows, tok, done, budgets_t = (t[keep] for t in (rows, tok, done, budgets_t))
+                    draws.keep(keep)
             else:
                 group_running = running.view(-1, g).any(dim=1)
                 n_running = int(group_running.sum())
@@ -286,9 +307,10 @@ def _run_batch(model: Model, prompts: list[np.ndarray], budgets: np.ndarray, key
                     keep_groups = group_running.nonzero().squeeze(1)
                     cache.keep(keep_groups)
                     keep = (keep_groups[:, None] * g + torch.arange(g, device=device)[None, :]).reshape(-1)
-                    rows, tok, done, keys_t, budgets_t = (t[keep] for t in (rows, tok, done, keys_t, budgets_t))
+                    rows, tok, done, budgets_t = (t[keep] for t in (rows, tok, done, budgets_t))
+                    draws.keep(keep)
         logits = model.decode(tok, cache, advance=~done)
-        tok = sampler(logits.float(), keys_t, step)
+        tok = sampler(logits.float(), draws, step)
         out[rows, step] = tok
         done = done | torch.isin(tok, stops_t) | (budgets_t <= step + 1)
 

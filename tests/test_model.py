@@ -157,6 +157,21 @@ def test_positions_restart_per_example_and_explicit_positions_match():
     assert not torch.allclose(scrambled[1:], in_order[1:], atol=1e-4)
 
 
+def test_forward_rows_gives_those_tokens_logits_and_their_gradients():
+    model = tiny_model(dtype=torch.float64).train()
+    tokens = torch.randint(0, VOCAB, (9,), generator=torch.Generator().manual_seed(4))
+    rows = torch.tensor([8, 2, 3])
+    full = model(tokens, cu(5, 4))
+    some = model(tokens, cu(5, 4), rows=rows)
+    torch.testing.assert_close(some, full[rows], atol=1e-12, rtol=1e-12)
+    grads = []
+    for logits in (full[rows], some):
+        model.zero_grad()
+        logits.square().sum().backward()
+        grads.append(model.layers[0].self_attn.q_proj.weight.grad.clone())
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-12, rtol=1e-12)
+
+
 def test_model_rejects_bad_inputs():
     model = tiny_model(max_seq_len=16)
     with pytest.raises(ValueError, match="int64"):

@@ -16,7 +16,8 @@ from reasonless.model import (
     triton_head_dims,
     preset,
 )
-from reasonless.sample import Generation, Sampling, _Sampler, generate, generate_groups, load_model, row_key
+from reasonless.sample import (Generation, Sampling, _Draws, _Sampler, generate, generate_groups, load_model, row_key,
+                               uniforms)
 from reasonless.vocab import END, EOS
 
 VOCAB = 96
@@ -80,10 +81,13 @@ def test_decode_attention_matches_naive(hq, hkv):
     out = decode_attention(q, k, v, lengths)
     for i in range(b):
         torch.testing.assert_close(out[i], naive_decode(q[i], k[i], v[i], int(lengths[i])), atol=1e-12, rtol=1e-12)
-    # Garbage beyond a row's length is never read.
-    k2 = k.clone()
-    k2[0, 1:] = float("nan")
-    assert torch.equal(decode_attention(q, k2, v, lengths)[0], out[0])
+    # Finite garbage beyond a row's length gets no weight at all: the output is bit for bit the same.
+    k2, v2 = k.clone(), v.clone()
+    k2[0, 1:], v2[0, 1:] = 1e3, -1e3
+    assert torch.equal(decode_attention(q, k2, v2, lengths)[0], out[0])
+    # A row with no key gives 0 (it weighs nothing when parts are merged).
+    empty = decode_attention(q, k, v, torch.tensor([0, 19, 7, 12, 3], dtype=torch.int32))
+    assert torch.equal(empty[0], torch.zeros_like(empty[0])) and torch.equal(empty[1:], out[1:])
 
 
 @pytest.mark.parametrize("hq,hkv,group", [(4, 2, 3), (6, 1, 2), (4, 4, 1)])
@@ -334,7 +338,7 @@ def test_sampler_frequencies_follow_the_filtered_softmax():
     assert keys[17] == row_key(9, 17)
 
     def freqs(sampling):
-        tok = _Sampler(sampling, v, "cpu")(logits, keys, step=3)
+        tok = _Sampler(sampling, v, "cpu")(logits, _Draws(keys), step=3)
         return torch.bincount(tok, minlength=v).double() / n
 
     def expect(weights):
@@ -357,12 +361,26 @@ def test_sampler_frequencies_follow_the_filtered_softmax():
 
 def test_noise_depends_only_on_key_and_step():
     keys = torch.tensor([row_key(1, i, j) for i in range(4) for j in range(3)], dtype=torch.int64)
-    u = _Sampler.uniform(keys, 5)
+    u = uniforms(keys, 5, 1)[:, 0]
     assert u.dtype == torch.float64 and bool(((u > 0) & (u < 1)).all()) and len(set(u.tolist())) == 12
-    torch.testing.assert_close(_Sampler.uniform(keys[[7, 2]], 5), u[[7, 2]], atol=0, rtol=0)
-    assert not torch.equal(_Sampler.uniform(keys, 6), u)
+    torch.testing.assert_close(uniforms(keys[[7, 2]], 5, 1)[:, 0], u[[7, 2]], atol=0, rtol=0)
+    assert not torch.equal(uniforms(keys, 6, 1)[:, 0], u)
+    # A block of steps holds each step's numbers, whatever step it starts at.
+    torch.testing.assert_close(uniforms(keys, 3, 4)[:, 2], u, atol=0, rtol=0)
     assert len({row_key(0, i, j) for i in range(100) for j in range(8)}) == 800
     assert row_key(0, 5) != row_key(1, 5) and row_key(2**40, 5) != row_key(0, 5)
+
+
+def test_draws_give_each_row_its_own_numbers_across_blocks_and_dropped_rows():
+    keys = torch.tensor([row_key(3, i) for i in range(6)], dtype=torch.int64)
+    draws, rows = _Draws(keys), torch.arange(6)
+    for step in range(2 * _Draws.BLOCK + 5):
+        if step in (7, _Draws.BLOCK + 1):  # rows finish in the middle of a block and at its start
+            keep = torch.arange(0, len(rows), 2)
+            draws.keep(keep)
+            rows = rows[keep]
+        expected = uniforms(keys[rows], step, 1)[:, 0]
+        assert torch.equal(draws.at(step), expected), step
 
 
 # --------------------------------------------------------------------------------------------------
