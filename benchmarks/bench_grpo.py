@@ -13,6 +13,7 @@ decode alone.
     python benchmarks/bench_grpo.py                                   # CPU: tiny, 8x8 mazes, 16 prompts x 8
     python benchmarks/bench_grpo.py --device cuda --preset paper --grid 30 --prompts 64 --group 8 --budget 1000 --hf
     python -m pytest benchmarks/bench_grpo.py -q -s                   # the CPU figure
+    python benchmarks/bench_grpo.py --hf --pairs 5                    # 5 alternating sampler pairs, median ratio
 """
 from __future__ import annotations
 
@@ -30,13 +31,13 @@ from reasonless.grpo import GRPOConfig, MazeTask, run_grpo
 from reasonless.model import Model, preset
 from reasonless.sample import Sampling, generate_groups, load_model
 
-from bench_sample import hf_twin, sync, time_hf_generate  # benchmarks/ is on sys.path: run as a script or by pytest
+from bench_sample import hf_twin, report_pairs, sync, time_hf_generate  # benchmarks/ is on sys.path: run as a script or by pytest
 
 PARTS = ("sample", "verify", "logprob", "update")
 
 
 def run(preset_name: str, grid: int, prompts: int, group: int, budget: int | None, steps: int, device: str,
-        hf: bool = False, work: Path | None = None) -> dict:
+        hf: bool = False, work: Path | None = None, pairs: int = 1) -> dict:
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         tmp = Path(tmp)
         corpus = generate(tmp / "corpus", "wilson", max(prompts * (steps + 1), 64), rows=grid, cols=grid, seed=3)
@@ -50,38 +51,42 @@ def run(preset_name: str, grid: int, prompts: int, group: int, budget: int | Non
                   "budget": summary["budget"], "device": device, "threads": torch.get_num_threads(),
                   "steps": summary["metrics"]}
         if hf:
-            result["fixed"] = compare_samplers(tmp / "init", task, prompts, group, summary["budget"], device)
+            result["fixed"] = compare_samplers(tmp / "init", task, prompts, group, summary["budget"], device, pairs)
     return result
 
 
-def compare_samplers(init: Path, task: MazeTask, prompts: int, group: int, budget: int, device: str) -> dict:
+def compare_samplers(init: Path, task: MazeTask, prompts: int, group: int, budget: int, device: str,
+                     pairs: int = 1) -> list[dict]:
     """Ours (``generate_groups``) and Hugging Face generate on the initial weights, P prompts × G samples at
-    temperature 1, ``budget`` new tokens each; Hugging Face is left out (None) without transformers."""
+    temperature 1, ``budget`` new tokens each, timed in ``pairs`` alternating pairs (ours, then theirs) so that
+    each ratio compares runs made moments apart; theirs is None without transformers."""
+    from reasonless.vocab import Vocab
+
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     batch = task.problems(np.arange(prompts)).prompts
     model, _ = load_model(ckpt_io.resolve_checkpoint(init, "latest")[0], device=dev)
+    twin = hf_twin(model.cpu(), Vocab(task.corpus.rows, task.corpus.cols), dev)  # exported from the CPU copy
+    model.to(dev)
     sampling = Sampling(temperature=1.0, seed=1)
     generate_groups(model, batch[:2], 2, 4, stop_ids=(), sampling=sampling)  # warm-up
-    sync(dev)
-    t0 = time.perf_counter()
-    out = generate_groups(model, batch, group, budget, stop_ids=(), sampling=sampling, batch_groups=prompts)
-    sync(dev)
-    seconds = time.perf_counter() - t0
-    tokens = sum(len(t) for t in out.tokens)
-    ours = {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}
-    return {"ours": ours, "hf": time_hf(model.cpu(), task, batch, group, budget, dev)}
+    runs = []
+    for _ in range(pairs):
+        sync(dev)
+        t0 = time.perf_counter()
+        out = generate_groups(model, batch, group, budget, stop_ids=(), sampling=sampling, batch_groups=prompts)
+        sync(dev)
+        seconds = time.perf_counter() - t0
+        tokens = sum(len(t) for t in out.tokens)
+        ours = {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}
+        runs.append({"ours": ours, "hf": None if twin is None else time_hf(twin[0], batch, group, budget, dev)})
+    return runs
 
 
-def time_hf(model, task: MazeTask, batch: list, group: int, budget: int, dev: torch.device) -> dict | None:
-    """Hugging Face generate of ``model``'s weights: the prompts × G samples at temperature 1, ``budget`` new
-    tokens each (every row does the full work), or None without transformers."""
-    from reasonless.vocab import Vocab
-
-    twin = hf_twin(model, Vocab(task.corpus.rows, task.corpus.cols), dev)
-    if twin is None:
-        return None
-    seconds, seqs = time_hf_generate(twin[0], batch, budget, dev, do_sample=True, temperature=1.0, top_k=0,
+def time_hf(hf, batch: list, group: int, budget: int, dev: torch.device) -> dict:
+    """Hugging Face generate: the prompts × G samples at temperature 1, ``budget`` new tokens each (every row does
+    the full work)."""
+    seconds, seqs = time_hf_generate(hf, batch, budget, dev, do_sample=True, temperature=1.0, top_k=0,
                                      top_p=1.0, num_return_sequences=group)
     return {"seconds": seconds, "tokens": seqs.numel(), "tokens_per_s": seqs.numel() / seconds}
 
@@ -98,18 +103,9 @@ def report(result: dict) -> None:
         tokens = round(m["response_len_mean"] * m["samples"])
         parts = " | ".join(f"{m[f'time_{p}_s']:.2f} ({m[f'time_{p}_s'] / step:.1%})" for p in PARTS)
         print(f"| {m['rollout_step']} | {tokens:,} | {m['tokens_per_s']:,.0f} | {step:.2f} | {parts} |")
-    fixed = result.get("fixed")
-    if fixed:
+    if result.get("fixed"):
         print(f"\nSampling alone, {result['prompts']} x {result['group']} rows of exactly {result['budget']} new tokens")
-        print("| sampler | new tokens | seconds | new tokens/s |")
-        print("|---|---:|---:|---:|")
-        rows = [("reasonless generate_groups", fixed["ours"])]
-        if fixed["hf"]:
-            rows.append(("transformers generate", fixed["hf"]))
-        for name, r in rows:
-            print(f"| {name} | {r['tokens']:,} | {r['seconds']:.2f} | {r['tokens_per_s']:,.0f} |")
-        if fixed["hf"]:
-            print(f"| ours / transformers | | | {fixed['ours']['tokens_per_s'] / fixed['hf']['tokens_per_s']:.2f}x |")
+        report_pairs(result["fixed"], "reasonless generate_groups")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,8 +132,11 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=2, help="rollout steps (the first includes warm-up)")
     ap.add_argument("--hf", action="store_true",
                     help="also compare the sampler alone with Hugging Face generate (same rows, fixed length)")
+    ap.add_argument("--pairs", type=int, default=1,
+                    help="with --hf: alternating (ours, theirs) timings, each pair's ratio and their median")
     args = ap.parse_args(argv)
-    report(run(args.preset, args.grid, args.prompts, args.group, args.budget, args.steps, args.device, args.hf))
+    report(run(args.preset, args.grid, args.prompts, args.group, args.budget, args.steps, args.device, args.hf,
+               pairs=args.pairs))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ tokens/s counts new tokens only (rows × new_tokens / wall time of the ``generat
     python benchmarks/bench_sample.py                                   # CPU: tiny, 16 prompts of ~200, 300 new
     python benchmarks/bench_sample.py --device cuda --preset paper --batch 64 --new-tokens 5000 --hf
     python -m pytest benchmarks/bench_sample.py -q -s                   # CPU figure (+ CUDA ones on a GPU)
+    python benchmarks/bench_sample.py --hf --pairs 5                    # 5 alternating pairs: ratios, median
 
 ``--hf`` also times Hugging Face ``generate`` on the same weights (exported with ``reasonless.export_hf``,
 loaded as ``Qwen2ForCausalLM`` in bf16 on CUDA and float32 on CPU, with its default cache, left-padded prompts of the same lengths), where
@@ -26,6 +27,7 @@ import torch
 
 from reasonless.model import Model, default_attn_backend, preset
 from reasonless.sample import Sampling, generate
+from reasonless.vocab import Vocab
 
 VOCAB = 944  # 30×30 mazes
 
@@ -103,15 +105,10 @@ def time_hf_generate(hf, prompts, new_tokens: int, device, **options) -> tuple[f
     return time.perf_counter() - t0, seqs[:, width:]
 
 
-def time_hf(model: Model, prompts, new_tokens: int, device: str) -> dict | None:
-    """Hugging Face generate on the same weights, greedy, or None where transformers / export_hf are missing.
-    With transformers' default (dynamic) cache: its static cache compiles the model for each cache length, which
-    would be timed here or need a second full-length run to warm up."""
-    from reasonless.vocab import Vocab
-
-    twin = hf_twin(model, Vocab(30, 30), device)
-    if twin is None:
-        return None
+def time_hf(twin: tuple, prompts, new_tokens: int, device: str) -> dict:
+    """Hugging Face generate of ``twin`` (:func:`hf_twin`) greedy on the same work as :func:`time_ours`. With
+    transformers' default (dynamic) cache: its static cache compiles the model for each cache length, which would
+    be timed here or need a second full-length run to warm up."""
     seconds, seqs = time_hf_generate(twin[0], prompts, new_tokens, device, do_sample=False)
     n = seqs.numel()
     return {"impl": f"transformers generate ({twin[1]})", "seconds": seconds, "tokens": n,
@@ -124,6 +121,26 @@ def report(rows: list[dict], title: str) -> None:
     print("|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['impl']} | {r['tokens']:,} | {r['seconds']:.2f} | {r['tokens_per_s']:,.0f} |")
+
+
+def report_pairs(runs: list[dict], ours_name: str) -> None:
+    """Alternating timings, each a dict with "ours" and "hf" (None without transformers): one row per pair with its
+    ratio, and the median ratio when there are several pairs."""
+    print(f"| pair | new tokens | {ours_name} (s) | new tokens/s | transformers generate (s) | new tokens/s | "
+          f"ours / transformers |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    ratios = []
+    for i, run in enumerate(runs, 1):
+        ours, hf = run["ours"], run["hf"]
+        theirs = f"{hf['seconds']:.2f} | {hf['tokens_per_s']:,.0f}" if hf else "– | –"
+        ratio = ""
+        if hf:
+            ratios.append(ours["tokens_per_s"] / hf["tokens_per_s"])
+            ratio = f"{ratios[-1]:.2f}x"
+        print(f"| {i} | {ours['tokens']:,} | {ours['seconds']:.2f} | {ours['tokens_per_s']:,.0f} | {theirs} | {ratio} |")
+    if len(ratios) > 1:
+        print(f"| median of {len(ratios)} | | | | | | {float(np.median(ratios)):.2f}x "
+              f"({min(ratios):.2f}–{max(ratios):.2f}) |")
 
 
 def agreement(ours, theirs, k: int = 32) -> float:
@@ -150,8 +167,9 @@ def test_sample_paper_cuda(benchmark):
     prompts = make_prompts(64, 200, 0)
     result = benchmark.pedantic(lambda: time_ours(model, prompts, 5000, "cuda"), rounds=1, iterations=1)
     rows = [result]
-    hf = time_hf(model, prompts, 5000, "cuda")
-    if hf is not None:
+    twin = hf_twin(model, Vocab(30, 30), "cuda")
+    if twin is not None:
+        hf = time_hf(twin, prompts, 5000, "cuda")
         rows.append(hf)
         benchmark.extra_info["hf_tokens_per_s"] = hf["tokens_per_s"]
         benchmark.extra_info["agreement_first_32"] = agreement(result["out"], hf["seqs"])
@@ -168,19 +186,26 @@ def main(argv=None) -> None:
     ap.add_argument("--spread", type=int, default=10, help="prompt lengths vary by ± this much")
     ap.add_argument("--new-tokens", type=int, default=300)
     ap.add_argument("--hf", action="store_true", help="also time Hugging Face generate on the same weights")
+    ap.add_argument("--pairs", type=int, default=1,
+                    help="with --hf: alternating (ours, theirs) timings, each pair's ratio and their median")
     args = ap.parse_args(argv)
     model = make_model(args.preset, args.device)
     prompts = make_prompts(args.batch, args.prompt_len, args.spread)
-    rows = [time_ours(model, prompts, args.new_tokens, args.device)]
-    if args.hf:
-        hf = time_hf(model, prompts, args.new_tokens, args.device)
-        if hf is not None:
-            rows.append(hf)
-    report(rows, f"{args.preset} preset, {args.device}, {args.batch} prompts of ~{args.prompt_len} tokens, "
-                 f"{args.new_tokens} new tokens, greedy, torch threads {torch.get_num_threads()}")
-    if len(rows) == 2:
-        print(f"| speed-up over transformers | {rows[0]['tokens_per_s'] / rows[1]['tokens_per_s']:.2f}x | | |")
-        print(f"| rows whose first 32 greedy tokens agree | {agreement(rows[0]['out'], rows[1]['seqs']):.0%} | | |")
+    title = (f"{args.preset} preset, {args.device}, {args.batch} prompts of ~{args.prompt_len} tokens, "
+             f"{args.new_tokens} new tokens, greedy, torch threads {torch.get_num_threads()}")
+    if not args.hf:
+        report([time_ours(model, prompts, args.new_tokens, args.device)], title)
+        return
+    twin = hf_twin(model, Vocab(30, 30), args.device)
+    runs = []
+    for i in range(args.pairs):
+        ours = time_ours(model, prompts, args.new_tokens, args.device, warmup=i == 0)
+        runs.append({"ours": ours, "hf": None if twin is None else time_hf(twin, prompts, args.new_tokens, args.device)})
+    print(title)
+    report_pairs(runs, f"reasonless ({model.attn_backend})")
+    if twin is not None:
+        print(f"| rows whose first 32 greedy tokens agree | {agreement(runs[0]['ours']['out'], runs[0]['hf']['seqs']):.0%} "
+              f"| | | | | |")
 
 
 if __name__ == "__main__":
